@@ -1,0 +1,1 @@
+"""Message bus between the server and the agents (in-process or RabbitMQ)."""

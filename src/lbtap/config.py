@@ -1,0 +1,180 @@
+"""Typed, validated, frozen settings, loaded from a TOML file with CLI overrides.
+
+One ``Settings`` object is built at start-up and passed down; nothing reads the
+environment or files later. See ``docs/config.md`` for every key and
+``etc/lbtap.example.toml`` for a commented example.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_MAC_BASE = re.compile(r"^([0-9a-f]{2}:){2,5}[0-9a-f]{2}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(_Frozen):
+    bind: str = "127.0.0.1"
+    port: int = Field(9696, ge=1, le=65535)
+    db_url: str | None = None  # None: SQLite in state_dir
+    auth_strategy: Literal["noauth", "token"] = "noauth"
+    token_file: str | None = None
+    base_mac: str = "fa:16:3e:00:00:00"
+    tenant_network_types: tuple[str, ...] = ("vxlan",)
+    vni_ranges: tuple[tuple[int, int], ...] = ((1, 1000),)
+    network_vlan_ranges: dict[str, tuple[tuple[int, int], ...]] = Field(default_factory=dict)
+    flat_networks: tuple[str, ...] = ("*",)
+    global_physnet_mtu: int = Field(1500, ge=68, le=65535)
+    agent_down_time: float = Field(75.0, gt=0)
+    api_workers: int = Field(1, ge=1)
+
+    @field_validator("base_mac")
+    @classmethod
+    def _mac(cls, v: str) -> str:
+        v = v.lower()
+        if not _MAC_BASE.match(v):
+            raise ValueError("base_mac must look like fa:16:3e:00:00:00")
+        if int(v.split(":")[0], 16) & 1:
+            raise ValueError("base_mac must be unicast (first octet even)")
+        return v
+
+    @field_validator("tenant_network_types")
+    @classmethod
+    def _types(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for t in v:
+            if t not in ("local", "vxlan", "vlan", "flat"):
+                raise ValueError(f"unknown tenant network type {t!r}")
+        return v
+
+    @field_validator("vni_ranges")
+    @classmethod
+    def _vnis(cls, v: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        for lo, hi in v:
+            if not (1 <= lo <= hi <= 2**24 - 1):
+                raise ValueError(f"bad VNI range {lo}:{hi}")
+        return v
+
+    @field_validator("network_vlan_ranges")
+    @classmethod
+    def _vlans(cls, v: dict[str, tuple[tuple[int, int], ...]]) -> dict[str, tuple[tuple[int, int], ...]]:
+        for physnet, ranges in v.items():
+            for lo, hi in ranges:
+                if not (1 <= lo <= hi <= 4094):
+                    raise ValueError(f"bad VLAN range {physnet}:{lo}:{hi}")
+        return v
+
+
+class AgentSettings(_Frozen):
+    host: str = Field(default_factory=socket.gethostname)
+    netns: str | None = None
+    physical_interface_mappings: dict[str, str] = Field(default_factory=dict)
+    local_ip: str | None = None
+    vxlan_group: str | None = None  # None: unicast flooding (l2population)
+    l2_population: bool = True
+    report_interval: float = Field(30.0, gt=0)
+    reconcile_interval: float = Field(60.0, gt=0)
+    retry_initial: float = Field(0.5, gt=0)
+    retry_max: float = Field(60.0, gt=0)
+    report_batch_delay: float = Field(0.005, ge=0)
+
+    @field_validator("local_ip", "vxlan_group")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is not None:
+            ipaddress.ip_address(v)
+        return v
+
+    @model_validator(mode="after")
+    def _retry(self) -> "AgentSettings":
+        if self.retry_max < self.retry_initial:
+            raise ValueError("retry_max must be >= retry_initial")
+        return self
+
+
+class BusSettings(_Frozen):
+    transport_url: str = "memory://"
+
+    @field_validator("transport_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("memory://", "amqp://", "amqps://")):
+            raise ValueError("transport_url must start with memory:// or amqp://")
+        return v
+
+
+class Settings(_Frozen):
+    state_dir: str = "/var/lib/lbtap"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
+
+    @property
+    def db_url(self) -> str:
+        """The server's database URL: the configured one, or SQLite in the state dir."""
+        return self.server.db_url or f"sqlite:///{Path(self.state_dir) / 'lbtap.sqlite'}"
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    cur = data
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+    cur[keys[-1]] = value
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    return f"invalid configuration: {loc}: {first['msg']}"
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read ``path`` (TOML, optional) and apply ``overrides`` ({"agent.host": "h1"}).
+
+    Overrides whose value is None are ignored, so CLI flags can be passed through
+    unconditionally. Raises ConfigError with a one-line message.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(data, key, value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from None
+
+
+def parse_mappings(text: str) -> dict[str, str]:
+    """Parse ``physnet1:eth1,physnet2:eth2`` (the Neutron option format)."""
+    out: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, dev = item.partition(":")
+        if not sep or not name or not dev:
+            raise ConfigError(f"bad mapping {item!r}: expected physnet:device")
+        if name in out:
+            raise ConfigError(f"physical network {name!r} mapped twice")
+        out[name] = dev
+    return out

@@ -1,0 +1,1 @@
+"""Domain model shared by server, agents and tools: names, constants, value types."""

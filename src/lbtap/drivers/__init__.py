@@ -1,0 +1,1 @@
+"""Drivers: the only code that talks to the kernel (netlink, nftables, tc)."""

@@ -1,0 +1,1 @@
+"""Host driver: links, addresses, routes and FDB of one network namespace."""

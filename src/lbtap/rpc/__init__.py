@@ -1,0 +1,1 @@
+"""The agent <-> server RPC contract: topics, methods and typed client proxies."""
