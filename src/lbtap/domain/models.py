@@ -50,6 +50,9 @@ class DeviceDetails:
     security_groups: tuple[str, ...] = ()
     qos_policy_id: str | None = None
     bound_elsewhere: bool = False
+    # The port's status in the database when the details were read: lets a restarted
+    # agent skip re-reporting ports that are already ACTIVE and correctly wired.
+    status: str | None = None
 
     @property
     def known(self) -> bool:
@@ -86,6 +89,7 @@ class DeviceDetails:
             ],
             "security_groups": list(self.security_groups),
             "qos_policy_id": self.qos_policy_id,
+            "status": self.status,
         }
 
     @classmethod
@@ -112,6 +116,7 @@ class DeviceDetails:
             ),
             security_groups=tuple(d.get("security_groups", [])),
             qos_policy_id=d.get("qos_policy_id"),
+            status=d.get("status"),
         )
 
     @classmethod
