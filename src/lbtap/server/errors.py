@@ -123,3 +123,13 @@ class OverQuota(Conflict):
 class ServiceUnavailable(NeutronError):
     status = 503
     message = "Service unavailable, try again."
+
+
+class RequestEntityTooLarge(NeutronError):
+    status = 413
+    message = "Request body too large."
+
+
+class InternalServerError(NeutronError):
+    status = 500
+    message = "Request failed: internal server error while processing your request."

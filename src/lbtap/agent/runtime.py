@@ -1,0 +1,288 @@
+"""The L2 agent process: link events in, AgentCore decides, one worker applies, bus out.
+
+Threads and loops, and why:
+* the asyncio loop owns the ``AgentCore`` and the bus; every core call happens here,
+  so the core needs no locks;
+* one worker thread owns the ``HostDriver`` (netlink sockets are bound to the namespace
+  they were opened in, and pyroute2's sync API cannot run inside an event loop); all
+  kernel work is serialised through it by ``_host``;
+* the driver's event thread only hands ``LinkEvent``s to the loop.
+
+Bus handlers only record intent (``_intents``); the single ``_run_loop`` does the work.
+A failure is handled per device by the core; nothing here turns an error into a resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from typing import Any, Callable
+
+from lbtap.agent.core.agent import AgentCore
+from lbtap.agent.core.executor import apply as apply_ops
+from lbtap.bus.base import Bus, BusError, make_bus
+from lbtap.config import Settings
+from lbtap.domain import constants as c
+from lbtap.domain.models import AgentState
+from lbtap.drivers.host.base import HostDriver, LinkEvent
+from lbtap.rpc import topics
+from lbtap.rpc.proxies import PluginClient
+
+log = logging.getLogger("lbtap.agent")
+
+
+def default_driver_factory(settings: Settings) -> HostDriver:
+    from lbtap.drivers.host.netlink import NetlinkHost
+
+    return NetlinkHost(netns=settings.agent.netns)
+
+
+class L2Agent:
+    """One host's L2 agent. ``run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        *,
+        driver_factory: Callable[[Settings], HostDriver] = default_driver_factory,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.settings = settings
+        self.cfg = settings.agent
+        self.bus = bus
+        self.clock = clock
+        self.agent_id = f"{self.cfg.host}-{uuid.uuid4().hex[:8]}"
+        self.core = AgentCore(self.cfg)
+        self.plugin = PluginClient(bus)
+        self._driver_factory = driver_factory
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lbtap-host")
+        self.driver: HostDriver | None = None
+        self._stop_watch: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._events: deque[LinkEvent] = deque()
+        self._intents: deque[Callable[[float], None]] = deque()
+        self._full_scan_due = True
+        self._next_reconcile = 0.0
+        self._start_flag = True
+        self.loop_iterations = 0
+        self.last_loop_seconds = 0.0
+
+    # ---- host worker -------------------------------------------------------------
+    async def _host(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
+    def _on_link_event(self, ev: LinkEvent) -> None:
+        # Called from the driver's event thread: hand over, never touch the core here.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._push_event, ev)
+
+    def _push_event(self, ev: LinkEvent) -> None:
+        self._events.append(ev)
+        self._wake.set()
+
+    # ---- bus handlers: record intent only ----------------------------------------
+    async def _handle_cast(self, method: str, kwargs: dict[str, Any]) -> None:
+        if method == topics.PORT_UPDATE:
+            port_id = (kwargs.get("port") or {}).get("id")
+            if port_id:
+                self._intents.append(lambda now: self.core.port_updated(port_id, now))
+        elif method == topics.PORT_DELETE:
+            port_id = kwargs.get("port_id")
+            if port_id:
+                self._intents.append(lambda now: self.core.port_deleted(port_id, now))
+        elif method == topics.NETWORK_DELETE:
+            net_id = kwargs.get("network_id")
+            if net_id:
+                self._intents.append(lambda now: self.core.network_deleted(net_id, now))
+        elif method == topics.NETWORK_UPDATE:
+            net_id = (kwargs.get("network") or {}).get("id")
+            if net_id:
+                self._intents.append(lambda now: self.core.network_updated(net_id, now))
+        else:
+            log.debug("ignoring cast %s", method)
+            return
+        self._wake.set()
+
+    # ---- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.driver = await self._host(self._driver_factory, self.settings)
+        self._stop_watch = await self._host(self.driver.watch_links, self._on_link_event)
+        await self.bus.serve(topics.AGENT_FANOUT, self._handle_cast, fanout=True)
+        await self.bus.serve(topics.agent_host_topic(self.cfg.host), self._handle_cast)
+        log.info("agent %s managing %s", self.cfg.host, f"netns {self.cfg.netns}" if self.cfg.netns else "the current namespace")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._stop_watch is not None:
+            await self._host(self._stop_watch)
+            self._stop_watch = None
+        if self.driver is not None:
+            await self._host(self.driver.close)
+            self.driver = None
+        self._pool.shutdown(wait=True)
+
+    async def run(self) -> None:
+        """Start, then loop until stop(); heartbeats run beside the main loop."""
+        await self.start()
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="lbtap-heartbeat")
+        try:
+            await self._run_loop()
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            await self.close()
+
+    # ---- the one loop --------------------------------------------------------------
+    async def _run_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            started = time.perf_counter()
+            await self.iterate()
+            self.loop_iterations += 1
+            self.last_loop_seconds = time.perf_counter() - started
+            now = self.clock()
+            deadline = min(filter(None, (self.core.next_wakeup(now), self._next_reconcile)))
+            # Work that became due while iterating (events, intents) must not wait.
+            if self._events or self._intents:
+                continue
+            timeout = max(0.0, deadline - now)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def iterate(self) -> None:
+        """One pass: observe, ask, plan, apply, report. Each step is per device."""
+        now = self.clock()
+        if now >= self._next_reconcile:
+            self._full_scan_due = True
+        self._drain_events(now)
+        while self._intents:
+            self._intents.popleft()(now)
+        if self._full_scan_due:
+            await self._full_scan(now)
+
+        devices = self.core.devices_needing_details(now)
+        if devices:
+            try:
+                details = await self.plugin.get_devices_details_list(devices, self.agent_id, self.cfg.host)
+            except BusError as e:
+                log.warning("device details unavailable, will retry: %s", e)
+                self.core.details_failed(devices, self.clock())
+            else:
+                self.core.observe_details(details, self.clock())
+
+        ops = self.core.plan(self.clock())
+        if ops:
+            result = await self._host(apply_ops, self.driver, ops)
+            self.core.applied(result, self.clock())
+            if result.touched_addresses:
+                await self._observe_addresses()
+
+        await self._send_reports()
+
+    def _drain_events(self, now: float) -> None:
+        changed = []
+        while self._events:
+            ev = self._events.popleft()
+            if ev.kind == "overflow":
+                log.warning("link event socket overflowed; full reconcile")
+                self._full_scan_due = True
+            elif ev.kind == "del":
+                name = ev.link.name if ev.link else ev.name
+                self.core.observe_link_deleted(name, now)
+            elif ev.link is not None:
+                changed.append(ev.link)
+        if changed:
+            self.core.observe_links(changed, full=False, now=now)
+
+    async def _full_scan(self, now: float) -> None:
+        links = await self._host(self.driver.list_links)
+        self.core.observe_links(links, full=True, now=self.clock())
+        await self._observe_addresses()
+        self._full_scan_due = False
+        self._next_reconcile = self.clock() + self.cfg.reconcile_interval
+
+    async def _observe_addresses(self) -> None:
+        addresses = await self._host(self.driver.list_addresses)
+        routes = await self._host(self.driver.list_routes)
+        self.core.observe_addresses(addresses, routes)
+
+    async def _send_reports(self) -> None:
+        up, down = self.core.pending_reports()
+        if not up and not down:
+            return
+        try:
+            result = await self.plugin.update_device_list(up, down, self.agent_id, self.cfg.host)
+        except BusError as e:
+            log.warning("status report of %d up / %d down not delivered, will resend: %s", len(up), len(down), e)
+            result = None
+        self.core.reports_sent(up, down, result, self.clock())
+
+    # ---- heartbeats ----------------------------------------------------------------
+    def agent_state(self) -> AgentState:
+        from lbtap.monitoring.process import process_usage
+
+        snap = self.core.snapshot()
+        cfg = self.cfg
+        configurations = {
+            "physical_interface_mappings": dict(cfg.physical_interface_mappings),
+            "devices": snap.get("devices", 0),
+            "tunnel_types": ["vxlan"] if cfg.local_ip else [],
+            "tunneling_ip": cfg.local_ip,
+            "l2_population": cfg.l2_population,
+            "netns": cfg.netns,
+            "process": process_usage(),
+            "loop": {"iterations": self.loop_iterations, "last_seconds": round(self.last_loop_seconds, 6)},
+        }
+        return AgentState(
+            binary=c.AGENT_BINARY_L2,
+            host=cfg.host,
+            agent_type=c.AGENT_TYPE_LINUXBRIDGE,
+            topic=topics.AGENT_FANOUT,
+            configurations=configurations,
+            start_flag=self._start_flag,
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self.plugin.report_state(self.agent_state(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                self._start_flag = False
+            except BusError as e:
+                log.warning("heartbeat not delivered: %s", e)
+            await asyncio.sleep(self.cfg.report_interval)
+
+
+async def run_agent(settings: Settings) -> None:
+    """``lbtap agent``: the L2 agent alone, talking to a server over the bus."""
+    bus = make_bus(settings.bus.transport_url)
+    await bus.start()
+    agent = L2Agent(settings, bus)
+    _stop_on_signals(agent.stop)
+    try:
+        await agent.run()
+    finally:
+        await bus.close()
+
+
+def _stop_on_signals(stop: Callable[[], None]) -> None:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)

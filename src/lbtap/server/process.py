@@ -1,0 +1,93 @@
+"""The server process: database, API (uvicorn) and RPC handlers on the bus.
+
+``build_server`` assembles the parts so that ``lbtap server`` and the all-in-one
+``lbtap up`` share one wiring; ``run_server`` runs them until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from lbtap.bus.base import Bus, make_bus
+from lbtap.config import Settings
+from lbtap.rpc import topics
+
+log = logging.getLogger("lbtap.server")
+
+
+@dataclass
+class ServerParts:
+    engine: Any
+    services: Any
+    rpc: Any
+    app: Any
+    bus: Bus
+
+
+RPC_METHODS = (
+    topics.GET_DEVICES_DETAILS_LIST,
+    topics.UPDATE_DEVICE_LIST,
+    topics.UPDATE_DEVICE_UP,
+    topics.UPDATE_DEVICE_DOWN,
+)
+
+
+def build_server(settings: Settings, bus: Bus, loop: asyncio.AbstractEventLoop) -> ServerParts:
+    """Create engine (running migrations), services, RPC handlers and the ASGI app."""
+    from lbtap.server.app import create_app
+    from lbtap.server.bus_notifier import BusNotifier
+    from lbtap.server.db.engine import create_db_engine, upgrade
+    from lbtap.server.rpc_handlers import RpcHandlers
+    from lbtap.server.services import Services
+
+    engine = create_db_engine(settings.db_url)
+    upgrade(engine)
+    notifier = BusNotifier(bus, loop)
+    services = Services(engine, settings, notifier=notifier)
+    rpc = RpcHandlers(engine, settings, notifier=notifier)
+    app = create_app(settings, services)
+    return ServerParts(engine=engine, services=services, rpc=rpc, app=app, bus=bus)
+
+
+async def serve_rpc(parts: ServerParts) -> None:
+    """Consume the agents' calls and heartbeats; count every message for /metrics."""
+    from lbtap.rpc.proxies import Dispatcher
+    from lbtap.server.metrics import count_rpc
+
+    handlers = {name: getattr(parts.rpc, name) for name in RPC_METHODS}
+    handlers[topics.REPORT_STATE] = parts.rpc.report_state
+    dispatcher = Dispatcher(handlers, on_message=count_rpc)
+    await parts.bus.serve(topics.PLUGIN, dispatcher)
+    await parts.bus.serve(topics.REPORTS, dispatcher)
+
+
+def make_uvicorn(settings: Settings, app: Any) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        host=settings.server.bind,
+        port=settings.server.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        lifespan="off",
+    )
+    return uvicorn.Server(config)
+
+
+async def run_server(settings: Settings) -> None:
+    """``lbtap server``: API and RPC handlers until a signal stops uvicorn."""
+    bus = make_bus(settings.bus.transport_url)
+    await bus.start()
+    try:
+        parts = build_server(settings, bus, asyncio.get_running_loop())
+        await serve_rpc(parts)
+        log.info("server listening on http://%s:%d/ (db %s, bus %s)", settings.server.bind,
+                 settings.server.port, parts.engine.url.render_as_string(hide_password=True),
+                 settings.bus.transport_url.split("@")[-1])
+        await make_uvicorn(settings, parts.app).serve()
+    finally:
+        await bus.close()
