@@ -1,0 +1,26 @@
+import pytest
+
+from lbtap.cli.main import main
+
+
+def run(argv, capsys):
+    code = main(argv, _exit=lambda c: c)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_bad_config_is_one_line_and_nonzero(tmp_path, capsys):
+    code, _, err = run(["server", "--config", str(tmp_path / "nope.toml")], capsys)
+    assert code == 2
+    assert err.startswith("lbtap: config file not found") and err.count("\n") == 1
+
+
+def test_bad_flag_value_is_rejected_before_anything_runs(tmp_path, capsys):
+    code, _, err = run(["up", "--state-dir", str(tmp_path), "--physical-interface-mappings", "nocolon"], capsys)
+    assert code == 2 and "bad mapping" in err
+    assert not (tmp_path / "lbtap.sqlite").exists()
+
+
+def test_no_command_prints_help(capsys):
+    code, out, _ = run([], capsys)
+    assert code == 2 and "usage: lbtap" in out
