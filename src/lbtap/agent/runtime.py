@@ -39,7 +39,13 @@ log = logging.getLogger("lbtap.agent")
 def default_driver_factory(settings: Settings) -> HostDriver:
     from lbtap.drivers.host.netlink import NetlinkHost
 
-    return NetlinkHost(netns=settings.agent.netns)
+    driver: HostDriver = NetlinkHost(netns=settings.agent.netns)
+    if settings.agent.inject_faults:
+        from lbtap.drivers.host.faults import FaultInjectingHost
+
+        log.warning("FAULT INJECTION ENABLED (testing only): %s", ", ".join(settings.agent.inject_faults))
+        driver = FaultInjectingHost(driver, settings.agent.inject_faults)  # type: ignore[assignment]
+    return driver
 
 
 class L2Agent:

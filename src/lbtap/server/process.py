@@ -27,6 +27,7 @@ class ServerParts:
     rpc: Any
     app: Any
     bus: Bus
+    audit: Any
 
 
 RPC_METHODS = (
@@ -40,6 +41,7 @@ RPC_METHODS = (
 def build_server(settings: Settings, bus: Bus, loop: asyncio.AbstractEventLoop) -> ServerParts:
     """Create engine (running migrations), services, RPC handlers and the ASGI app."""
     from lbtap.server.app import create_app
+    from lbtap.server.audit import ReportAudit
     from lbtap.server.bus_notifier import BusNotifier
     from lbtap.server.db.engine import create_db_engine, upgrade
     from lbtap.server.rpc_handlers import RpcHandlers
@@ -51,7 +53,9 @@ def build_server(settings: Settings, bus: Bus, loop: asyncio.AbstractEventLoop) 
     services = Services(engine, settings, notifier=notifier)
     rpc = RpcHandlers(engine, settings, notifier=notifier)
     app = create_app(settings, services)
-    return ServerParts(engine=engine, services=services, rpc=rpc, app=app, bus=bus)
+    audit = ReportAudit()
+    app.state.audit = audit
+    return ServerParts(engine=engine, services=services, rpc=rpc, app=app, bus=bus, audit=audit)
 
 
 async def serve_rpc(parts: ServerParts) -> None:
@@ -61,6 +65,23 @@ async def serve_rpc(parts: ServerParts) -> None:
 
     handlers = {name: getattr(parts.rpc, name) for name in RPC_METHODS}
     handlers[topics.REPORT_STATE] = parts.rpc.report_state
+    audit = parts.audit
+
+    def update_device_list(devices_up=(), devices_down=(), agent_id="", host="", **kw):
+        audit.record(host, list(devices_up), list(devices_down))
+        return parts.rpc.update_device_list(list(devices_up), list(devices_down), agent_id, host, **kw)
+
+    def update_device_up(device, agent_id="", host="", **kw):
+        audit.record(host, [device], [])
+        return parts.rpc.update_device_up(device, agent_id, host, **kw)
+
+    def update_device_down(device, agent_id="", host="", **kw):
+        audit.record(host, [], [device])
+        return parts.rpc.update_device_down(device, agent_id, host, **kw)
+
+    handlers[topics.UPDATE_DEVICE_LIST] = update_device_list
+    handlers[topics.UPDATE_DEVICE_UP] = update_device_up
+    handlers[topics.UPDATE_DEVICE_DOWN] = update_device_down
     dispatcher = Dispatcher(handlers, on_message=count_rpc)
     await parts.bus.serve(topics.PLUGIN, dispatcher)
     await parts.bus.serve(topics.REPORTS, dispatcher)

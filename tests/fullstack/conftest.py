@@ -1,0 +1,41 @@
+"""Fixtures for fullstack tests: namespaces and ``lbtap up`` processes, cleaned up."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fullstack import harness
+from tests.support import require_root, unique_netns
+
+
+@pytest.fixture
+def netns_names():
+    """Hands out prefixed namespace names; deletes every one of them afterwards."""
+    names: list[str] = []
+
+    def make(tag: str = "") -> str:
+        name = unique_netns(tag)
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        harness.netns_delete(name)
+
+
+@pytest.fixture
+def lbtap_up(tmp_path, netns_names):
+    """Factory: start ``lbtap up`` on a fresh host namespace; stopped at teardown."""
+    require_root()
+    procs: list[harness.LbtapUp] = []
+
+    def start(config: str = "", host: str = "host1", netns: str | None = None, workdir=None) -> harness.LbtapUp:
+        wd = workdir or tmp_path / f"up{len(procs)}"
+        wd.mkdir(exist_ok=True)
+        up = harness.LbtapUp(wd, netns=netns or netns_names("h"), host=host, config=config)
+        procs.append(up)
+        return up.start()
+
+    yield start
+    for up in procs:
+        up.stop()

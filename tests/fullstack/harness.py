@@ -1,0 +1,171 @@
+"""Fullstack harness: real ``lbtap`` processes; hosts and guests are namespaces.
+
+Everything created here is named with the test prefix (``lbtt-``) and removed by the
+fixtures that created it; processes are stopped by the PID we started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[2]
+LBTAP = str(Path(sys.executable).parent / "lbtap")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sh(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=timeout)
+
+
+def netns_exists(name: str) -> bool:
+    return name in sh("ip", "netns", "list").stdout.split()
+
+
+def netns_delete(name: str) -> None:
+    # Namespaces with the test prefix only; the fixture owns the names it passes.
+    if netns_exists(name):
+        sh("ip", "netns", "del", name, check=False)
+
+
+def ns(name: str, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    return sh("ip", "netns", "exec", name, *cmd, check=check, timeout=timeout)
+
+
+def ping(netns: str, ip: str, *, count: int = 1, wait: float = 1.0) -> bool:
+    r = ns(netns, "ping", "-n", "-q", "-c", str(count), "-W", str(wait), ip, check=False)
+    return r.returncode == 0
+
+
+def link_names(netns: str) -> set[str]:
+    out = json.loads(ns(netns, "ip", "-j", "link", "show").stdout)
+    return {l["ifname"] for l in out}
+
+
+def link_master(netns: str, dev: str) -> str | None:
+    out = json.loads(ns(netns, "ip", "-j", "link", "show", "dev", dev).stdout)
+    return out[0].get("master")
+
+
+def addresses(netns: str, dev: str) -> set[str]:
+    out = json.loads(ns(netns, "ip", "-j", "addr", "show", "dev", dev).stdout)
+    return {f"{a['local']}/{a['prefixlen']}" for a in out[0].get("addr_info", []) if a.get("scope") == "global"}
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class LbtapUp:
+    """One ``lbtap up`` process managing host namespace ``netns``."""
+
+    def __init__(self, workdir: Path, *, netns: str, host: str, config: str = "", extra: tuple[str, ...] = ()):
+        self.workdir = workdir
+        self.netns = netns
+        self.host = host
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = workdir / "lbtap.toml"
+        self.config_path.write_text(config)
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / "lbtap-up.log"
+        self.api = httpx.Client(base_url=self.url, timeout=30)
+
+    def start(self, timeout: float = 30.0) -> "LbtapUp":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [LBTAP, "up", "--netns", self.netns, "--host", self.host, "--port", str(self.port),
+             "--state-dir", str(self.workdir / "state"), "--config", str(self.config_path), *self.extra],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"lbtap up exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if self.api.get("/").status_code == 200 and self.agent_alive():
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"lbtap up not ready in {timeout}s:\n{self.log_tail()}")
+
+    def agent_alive(self) -> bool:
+        r = self.api.get("/v2.0/agents", params={"host": self.host})
+        return r.status_code == 200 and any(a.get("alive") for a in r.json()["agents"])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    # ---- API helpers -------------------------------------------------------------
+    def create(self, resource: str, **body: Any) -> dict:
+        singular = resource[:-1]
+        r = self.api.post(f"/v2.0/{resource}", json={singular: body})
+        assert r.status_code == 201, r.text
+        return r.json()[singular]
+
+    def get(self, resource: str, id: str) -> dict:
+        r = self.api.get(f"/v2.0/{resource}/{id}")
+        assert r.status_code == 200, r.text
+        return r.json()[resource[:-1]]
+
+    def port_status(self, port_id: str) -> str:
+        return self.get("ports", port_id)["status"]
+
+    def wait_status(self, port_id: str, status: str, timeout: float = 10.0) -> None:
+        wait_for(lambda: self.port_status(port_id) == status, timeout, what=f"port {port_id} {status}")
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        text = self.api.get("/metrics").text
+        out = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def vif(self, action: str, port_id: str, *args: str) -> subprocess.CompletedProcess:
+        cmd = [LBTAP, "vif", action, port_id, "--url", self.url, "--netns", self.netns, *args]
+        if action == "plug":
+            cmd += ["--host", self.host]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r
