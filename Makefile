@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 NETNS ?= lbtap-host
 STATE ?= $(CURDIR)/state
 PORT ?= 9696
-DEB_PACKAGES := iproute2 nftables iptables ipset conntrack dnsmasq-base iputils-ping arping \
+DEB_PACKAGES := python3-venv iproute2 nftables iptables ipset conntrack dnsmasq-base iputils-ping arping \
 	iperf3 isc-dhcp-client tcpdump procps
 
 .PHONY: bootstrap deb venv up test test-unit test-functional test-fullstack bench clean
@@ -52,6 +52,7 @@ test-fullstack: bootstrap
 	$(BIN)/python -m pytest -q -rs tests/fullstack
 
 bench: bootstrap
+	$(BIN)/pip install -q -e '.[test,bench]'
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
