@@ -202,14 +202,21 @@ class L2Agent:
         await self._send_reports()
 
     def _drain_events(self, now: float) -> None:
-        changed = []
+        # Only the last event of each link matters (a "new" queued before a "del" must
+        # not resurrect the link), so coalesce per name, keeping the order of last events.
+        last: dict[str, LinkEvent] = {}
         while self._events:
             ev = self._events.popleft()
             if ev.kind == "overflow":
                 log.warning("link event socket overflowed; full reconcile")
                 self._full_scan_due = True
-            elif ev.kind == "del":
-                name = ev.link.name if ev.link else ev.name
+                continue
+            name = ev.link.name if ev.link is not None else ev.name
+            last.pop(name, None)
+            last[name] = ev
+        changed = []
+        for name, ev in last.items():
+            if ev.kind == "del":
                 self.core.observe_link_deleted(name, now)
             elif ev.link is not None:
                 changed.append(ev.link)
