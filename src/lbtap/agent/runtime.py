@@ -255,6 +255,10 @@ class L2Agent:
         configurations = {
             "physical_interface_mappings": dict(cfg.physical_interface_mappings),
             "devices": snap.get("devices", 0),
+            # Devices still waiting for details or for their report to be acknowledged:
+            # 0 means the host has converged.
+            "pending": snap.get("waiting_details", 0) + snap.get("reports_pending", 0),
+            "retrying": len(snap.get("retrying", {})),
             "tunnel_types": ["vxlan"] if cfg.local_ip else [],
             "tunneling_ip": cfg.local_ip,
             "l2_population": cfg.l2_population,

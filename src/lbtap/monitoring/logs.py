@@ -41,3 +41,5 @@ def setup_logging(level: str = "INFO", stream=None) -> None:
     root.addHandler(handler)
     # uvicorn's access log per request would drown the agent's lines.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # Alembic narrates every plugin and migration step at INFO on each start.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -95,6 +95,7 @@ def make_uvicorn(settings: Settings, app: Any) -> uvicorn.Server:
         log_level=settings.log_level.lower(),
         access_log=False,
         lifespan="off",
+        log_config=None,  # keep our one structured log format
     )
     return uvicorn.Server(config)
 

@@ -397,7 +397,8 @@ class AgentCore:
             self.counters["device_failures"] += 1
             at = self._wire_retry.failed(name, now, retriable=err.retriable, error=dev.error)
             attempts = self._wire_retry.attempts(name)
-            log.warning("device %s not wired (attempt %d): %s; retry in %.1fs", name, attempts, dev.error, at - now)
+            log.warning("device %s not wired (attempt %d): %s; retry in %.1fs", name, attempts, dev.error, at - now,
+                        extra={"device": name, "attempt": attempts, "retry_in": round(at - now, 3)})
             self._dirty.add(name)
         for name in result.succeeded:
             dev = self._devices.get(name)
