@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +89,28 @@ async def serve_rpc(parts: ServerParts) -> None:
     await parts.bus.serve(topics.REPORTS, dispatcher)
 
 
+class _Uvicorn(uvicorn.Server):
+    """uvicorn re-raises a captured SIGTERM after its graceful shutdown, which would make
+    every clean stop exit with -15; our own handlers end serve() and we exit 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._request_exit)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def _request_exit(self) -> None:
+        # A second signal while shutting down forces the exit, as uvicorn does.
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+
 def make_uvicorn(settings: Settings, app: Any) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
@@ -97,7 +121,7 @@ def make_uvicorn(settings: Settings, app: Any) -> uvicorn.Server:
         lifespan="off",
         log_config=None,  # keep our one structured log format
     )
-    return uvicorn.Server(config)
+    return _Uvicorn(config)
 
 
 async def run_server(settings: Settings) -> None:
