@@ -1,0 +1,391 @@
+"""AmqpBus against the real RabbitMQ of this machine (skips when it is not running).
+
+Every test uses its own uuid topics and deletes its queues and exchanges afterwards.
+Broker outages are simulated by having RabbitMQ close *this test's* connection
+(`rabbitmqctl close_connection`), never the whole broker or other processes' connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import subprocess
+import time
+import uuid
+from urllib.parse import urlparse
+
+import aio_pika
+import pytest
+
+from lbtap.bus.amqp import FANOUT_PREFIX, AmqpBus
+from lbtap.bus.base import CallTimeout, RemoteError, Unreachable, make_bus
+from tests.support import service_url
+
+
+@pytest.fixture
+def amqp_url():
+    return service_url("LBTAP_TEST_AMQP_URL")
+
+
+@pytest.fixture
+async def env(amqp_url):
+    """Makes buses and topic names; cleans both up."""
+
+    class Env:
+        def __init__(self) -> None:
+            self.buses: list[AmqpBus] = []
+            self.topics: list[str] = []
+
+        async def bus(self, **kw) -> AmqpBus:
+            b = AmqpBus(amqp_url, **kw)
+            await b.start()
+            self.buses.append(b)
+            return b
+
+        def topic(self) -> str:
+            t = f"test-{uuid.uuid4().hex}"
+            self.topics.append(t)
+            return t
+
+    e = Env()
+    yield e
+    for b in e.buses:
+        await b.close()
+    conn = await aio_pika.connect(amqp_url)
+    ch = await conn.channel()
+    for t in e.topics:
+        await ch.queue_delete(t)
+        await ch.exchange_delete(FANOUT_PREFIX + t)
+    await conn.close()
+
+
+class Recorder:
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.got: list[tuple[str, dict]] = []
+
+    async def __call__(self, method, kwargs):
+        self.got.append((method, kwargs))
+        if method == "fail":
+            raise KeyError("no such port")
+        return {"by": self.name, "kwargs": kwargs}
+
+
+async def eventually(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def close_connection_on_broker(connection_name: str) -> None:
+    """Make RabbitMQ drop exactly the connection with this client-provided name."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl not available to simulate an outage")
+    out = subprocess.run(
+        ["rabbitmqctl", "list_connections", "-q", "pid", "client_properties"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    pids = [line.split()[0] for line in out.splitlines() if connection_name in line]
+    assert len(pids) == 1, f"connection {connection_name} not found on the broker"
+    subprocess.run(["rabbitmqctl", "close_connection", pids[0], "lbtap test outage"],
+                   capture_output=True, check=True)
+
+
+async def test_make_bus_builds_amqp_bus(amqp_url):
+    assert isinstance(make_bus(amqp_url), AmqpBus)
+
+
+async def test_call_reply_between_two_connections(env):
+    server, client = await env.bus(), await env.bus()
+    t = env.topic()
+    await server.serve(t, Recorder("s"))
+    assert await client.call(t, "get", devices=["tap1"], n=1) == {
+        "by": "s", "kwargs": {"devices": ["tap1"], "n": 1}
+    }
+
+
+async def test_remote_error(env):
+    server, client = await env.bus(), await env.bus()
+    t = env.topic()
+    await server.serve(t, Recorder())
+    with pytest.raises(RemoteError) as info:
+        await client.call(t, "fail")
+    assert info.value.exc_type == "KeyError"
+    assert "no such port" in info.value.message
+    assert (await client.call(t, "ok"))["kwargs"] == {}  # server still serving
+
+
+async def test_call_to_never_served_topic_is_unreachable_at_once(env):
+    client = await env.bus()
+    t0 = time.monotonic()
+    with pytest.raises(Unreachable):
+        await client.call(env.topic(), "x", timeout=5)
+    assert time.monotonic() - t0 < 1
+
+
+async def test_call_to_topic_without_live_server_times_out(env):
+    server, client = await env.bus(), await env.bus()
+    t = env.topic()
+    await server.serve(t, Recorder())
+    await server.close()  # the durable queue stays, nobody consumes it
+    t0 = time.monotonic()
+    with pytest.raises(CallTimeout):
+        await client.call(t, "x", timeout=0.3)
+    assert 0.29 <= time.monotonic() - t0 < 2
+    # The request expired with the call: a server coming later never sees it.
+    late = Recorder()
+    await (await env.bus()).serve(t, late)
+    await asyncio.sleep(0.3)
+    assert late.got == []
+
+
+async def test_cast_goes_to_one_of_competing_servers(env):
+    a, b = Recorder("a"), Recorder("b")
+    t = env.topic()
+    await (await env.bus()).serve(t, a)
+    await (await env.bus()).serve(t, b)
+    client = await env.bus()
+    for i in range(20):
+        await client.cast(t, "x", i=i)
+    await eventually(lambda: len(a.got) + len(b.got) == 20)
+    await asyncio.sleep(0.1)
+    assert len(a.got) + len(b.got) == 20  # each message exactly once
+    assert a.got and b.got  # RabbitMQ round-robins between consumers
+    assert sorted(kw["i"] for _, kw in a.got + b.got) == list(range(20))
+
+
+async def test_cast_survives_a_consumer_restart(env):
+    t = env.topic()
+    agent = await env.bus()
+    await agent.serve(t, Recorder())
+    await agent.close()
+    sender = await env.bus()
+    for i in range(3):
+        await sender.cast(t, "port_update", port={"id": i})
+    restarted = Recorder()
+    await (await env.bus()).serve(t, restarted)
+    await eventually(lambda: len(restarted.got) == 3)
+    assert [kw["port"]["id"] for _, kw in restarted.got] == [0, 1, 2]
+
+
+async def test_fanout_reaches_every_subscriber(env):
+    t = env.topic()
+    subs = [Recorder(str(i)) for i in range(3)]
+    for r in subs:
+        await (await env.bus()).serve(t, r, fanout=True)
+    competing = Recorder()
+    await (await env.bus()).serve(t, competing)
+    await (await env.bus()).fanout(t, "network_delete", network_id="n1")
+    await eventually(lambda: all(r.got for r in subs))
+    await asyncio.sleep(0.1)
+    for r in subs:
+        assert r.got == [("network_delete", {"network_id": "n1"})]
+    assert competing.got == []
+
+
+async def test_fanout_without_subscribers_is_not_an_error(env):
+    await (await env.bus()).fanout(env.topic(), "x")
+
+
+async def test_slow_handler_does_not_block_other_calls(env):
+    release = asyncio.Event()
+
+    async def handler(method, kwargs):
+        if method == "slow":
+            await release.wait()
+        return method
+
+    t = env.topic()
+    await (await env.bus()).serve(t, handler)
+    client = await env.bus()
+    slow = asyncio.create_task(client.call(t, "slow"))
+    assert await asyncio.wait_for(client.call(t, "fast"), 2) == "fast"
+    release.set()
+    assert await slow == "slow"
+
+
+async def test_thousand_concurrent_calls(env):
+    async def handler(method, kwargs):
+        return kwargs["i"] * 2
+
+    t = env.topic()
+    await (await env.bus()).serve(t, handler)
+    await (await env.bus()).serve(t, handler)
+    client = await env.bus()
+    t0 = time.monotonic()
+    results = await asyncio.gather(*(client.call(t, "x", i=i, timeout=30) for i in range(1000)))
+    elapsed = time.monotonic() - t0
+    print(f"1000 concurrent amqp calls in {elapsed:.2f}s")
+    assert results == [i * 2 for i in range(1000)]
+    # ~1.5 s on an idle 2-CPU machine; generous for shared, loaded CI runners.
+    assert elapsed < 15, f"1000 calls took {elapsed:.2f}s"
+
+
+async def test_single_call_latency(env):
+    async def handler(method, kwargs):
+        return None
+
+    t = env.topic()
+    await (await env.bus()).serve(t, handler)
+    client = await env.bus()
+    for _ in range(20):  # warm up
+        await client.call(t, "x")
+    samples = []
+    for _ in range(300):
+        t0 = time.perf_counter()
+        await client.call(t, "x")
+        samples.append(time.perf_counter() - t0)
+    p50 = statistics.median(samples) * 1000
+    print(f"amqp call round trip p50 {p50:.2f} ms")
+    assert p50 < 20
+
+
+async def test_unreachable_broker_fails_promptly():
+    bus = AmqpBus("amqp://guest:guest@127.0.0.1:1/", connect_timeout=2)
+    t0 = time.monotonic()
+    with pytest.raises(Unreachable):
+        await bus.call("q-plugin", "x", timeout=10)
+    assert time.monotonic() - t0 < 3
+    await bus.close()
+
+
+class BrokerProxy:
+    """A TCP relay in front of RabbitMQ that a test can cut: a real outage for the
+    buses connected through it, and nobody else's."""
+
+    def __init__(self, amqp_url: str) -> None:
+        u = urlparse(amqp_url)
+        self.target = (u.hostname or "127.0.0.1", u.port or 5672)
+        self._url = u
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        creds = self._url.netloc.rpartition("@")[0]
+        return self._url._replace(netloc=f"{creds}@127.0.0.1:{self.port}").geturl()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        assert self._server is not None
+        self._server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+
+    async def _relay(self, reader, writer) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest.fixture
+async def proxy(amqp_url):
+    p = BrokerProxy(amqp_url)
+    await p.start()
+    yield p
+    await p.cut()
+
+
+async def test_broker_outage_is_unreachable_at_once_then_recovers(env, proxy):
+    t, slow_t, f = env.topic(), env.topic(), env.topic()
+    await (await env.bus()).serve(t, Recorder("s"))
+    release = asyncio.Event()
+
+    async def slow(method, kwargs):
+        await release.wait()
+
+    await (await env.bus()).serve(slow_t, slow)
+    client = AmqpBus(proxy.url, reconnect_interval=0.3)
+    env.buses.append(client)
+    fan = Recorder("fan")
+    await client.serve(f, fan, fanout=True)
+    assert (await client.call(t, "x"))["by"] == "s"
+    in_flight = asyncio.create_task(client.call(slow_t, "x", timeout=30))
+    await asyncio.sleep(0.1)
+
+    await proxy.cut()
+    await eventually(lambda: not client.connected)
+    # The call in flight fails at once instead of waiting out its 30 s timeout.
+    with pytest.raises(Unreachable):
+        await asyncio.wait_for(in_flight, 1)
+    await asyncio.sleep(1)  # several failed reconnection attempts later...
+    t0 = time.monotonic()
+    with pytest.raises(Unreachable):
+        await client.call(t, "x", timeout=10)
+    with pytest.raises(Unreachable):
+        await client.cast(t, "x")
+    with pytest.raises(Unreachable):
+        await client.fanout(f, "x")
+    assert time.monotonic() - t0 < 0.5
+    release.set()
+
+    await proxy.start()  # the broker is back, on the same address
+    await eventually(lambda: client.connected, timeout=10)
+    assert client.disconnects == 1
+    assert (await client.call(t, "x"))["by"] == "s"  # reply queue restored
+    await (await env.bus()).fanout(f, "after")  # fanout subscription restored
+    await eventually(lambda: fan.got == [("after", {})])
+
+
+async def test_server_outage_delays_calls_and_casts_without_losing_them(env, proxy):
+    t = env.topic()
+    rec = Recorder("s")
+    server = AmqpBus(proxy.url, reconnect_interval=0.3)
+    env.buses.append(server)
+    await server.serve(t, rec)
+    client = await env.bus()
+    assert (await client.call(t, "before"))["by"] == "s"
+
+    await proxy.cut()
+    await eventually(lambda: not server.connected)
+    for i in range(3):
+        await client.cast(t, "while_down", i=i)  # wait in the durable queue
+    call = asyncio.create_task(client.call(t, "spanning", timeout=15))
+    await asyncio.sleep(0.5)
+    assert not call.done()
+
+    await proxy.start()
+    assert (await call)["by"] == "s"  # answered once the server's consumer is back
+    await eventually(lambda: len([m for m, _ in rec.got if m == "while_down"]) == 3)
+    assert [kw["i"] for m, kw in rec.got if m == "while_down"] == [0, 1, 2]
+
+
+async def test_broker_forced_close_is_survived(env):
+    """RabbitMQ itself closes the connection (CONNECTION_FORCED), as on a broker restart."""
+    t, f = env.topic(), env.topic()
+    rec, fan = Recorder("s"), Recorder("f")
+    server = await env.bus(reconnect_interval=0.3)
+    await server.serve(t, rec)
+    await server.serve(f, fan, fanout=True)
+    client = await env.bus()
+    assert (await client.call(t, "x"))["by"] == "s"
+
+    await asyncio.to_thread(close_connection_on_broker, server.connection_name)
+    await eventually(lambda: server.disconnects == 1 and server.connected, timeout=15)
+    assert (await client.call(t, "after", timeout=5))["by"] == "s"
+    await client.fanout(f, "fan_after")
+    await eventually(lambda: fan.got == [("fan_after", {})])
