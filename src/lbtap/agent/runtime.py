@@ -80,6 +80,7 @@ class L2Agent:
         self._start_flag = True
         self.loop_iterations = 0
         self.last_loop_seconds = 0.0
+        self.stage_seconds: dict[str, float] = {}
 
     # ---- host worker -------------------------------------------------------------
     async def _host(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -182,6 +183,7 @@ class L2Agent:
         if self._full_scan_due:
             await self._full_scan(now)
 
+        t0 = time.perf_counter()
         devices = self.core.devices_needing_details(now)
         if devices:
             try:
@@ -192,14 +194,20 @@ class L2Agent:
             else:
                 self.core.observe_details(details, self.clock())
 
+        t1 = time.perf_counter()
         ops = self.core.plan(self.clock())
         if ops:
             result = await self._host(apply_ops, self.driver, ops)
             self.core.applied(result, self.clock())
             if result.touched_addresses:
                 await self._observe_addresses()
-
-        await self._send_reports()
+        t2 = time.perf_counter()
+        sent = await self._send_reports()
+        t3 = time.perf_counter()
+        if devices or ops or sent:
+            self.stage_seconds = {"details": t1 - t0, "apply": t2 - t1, "report": t3 - t2}
+            log.debug("pass: %d details %.1f ms, %d ops %.1f ms, %d reports %.1f ms", len(devices),
+                      (t1 - t0) * 1e3, len(ops), (t2 - t1) * 1e3, sent, (t3 - t2) * 1e3)
 
     def _drain_events(self, now: float) -> None:
         # Only the last event of each link matters (a "new" queued before a "del" must
@@ -235,16 +243,18 @@ class L2Agent:
         routes = await self._host(self.driver.list_routes)
         self.core.observe_addresses(addresses, routes)
 
-    async def _send_reports(self) -> None:
+    async def _send_reports(self) -> int:
+        """Send what the core says is pending; returns how many devices were reported."""
         up, down = self.core.pending_reports()
         if not up and not down:
-            return
+            return 0
         try:
             result = await self.plugin.update_device_list(up, down, self.agent_id, self.cfg.host)
         except BusError as e:
             log.warning("status report of %d up / %d down not delivered, will resend: %s", len(up), len(down), e)
             result = None
         self.core.reports_sent(up, down, result, self.clock())
+        return len(up) + len(down)
 
     # ---- heartbeats ----------------------------------------------------------------
     def agent_state(self) -> AgentState:
@@ -264,7 +274,8 @@ class L2Agent:
             "l2_population": cfg.l2_population,
             "netns": cfg.netns,
             "process": process_usage(),
-            "loop": {"iterations": self.loop_iterations, "last_seconds": round(self.last_loop_seconds, 6)},
+            "loop": {"iterations": self.loop_iterations, "last_seconds": round(self.last_loop_seconds, 6),
+                     "last_work": {k: round(v, 6) for k, v in self.stage_seconds.items()}},
         }
         return AgentState(
             binary=c.AGENT_BINARY_L2,

@@ -191,12 +191,29 @@ def _plan_bridge(net: NetworkWiring, actual: HostView, devices: tuple[str, ...],
         ops.append(fix)
 
 
+def _link_with_address(actual: HostView, ip: str | None) -> str | None:
+    for ifname, addrs in actual.addresses.items():
+        if any(a.cidr.split("/")[0] == ip for a in addrs):
+            return ifname
+    return None
+
+
 def _plan_uplink(net: NetworkWiring, up: Uplink, actual: HostView, devices: tuple[str, ...], ops: list[o.Op]) -> None:
     scope = net.bridge
     link = actual.get(up.name)
     mtu: int | None = net.mtu
     if up.kind == c.TYPE_VXLAN and link is None:
-        ops.append(o.EnsureVxlan(up.name, info=up.vxlan, mtu=net.mtu, devices=devices, scope=scope))  # type: ignore[arg-type]
+        info = up.vxlan
+        if info is not None and info.group and info.dev is None:
+            # The kernel needs the underlay device for a multicast group (EINVAL without it):
+            # it is the link that holds local_ip, as in Neutron.
+            dev = _link_with_address(actual, info.local)
+            if dev is None:
+                ops.append(o.Reject(up.name, reason=f"local_ip {info.local} is on no interface of this host",
+                                    devices=devices, scope=scope))
+                return
+            info = replace(info, dev=dev)
+        ops.append(o.EnsureVxlan(up.name, info=info, mtu=net.mtu, devices=devices, scope=scope))  # type: ignore[arg-type]
     elif up.kind == c.TYPE_VLAN:
         parent = actual.get(up.parent or "")
         if parent is not None and not parent.up:
