@@ -48,3 +48,81 @@ def require_root() -> None:
 def unique_netns(tag: str = "") -> str:
     """A fresh namespace name with the test prefix."""
     return f"{NETNS_PREFIX}{tag}{uuid.uuid4().hex[:8]}"
+
+
+def fresh_db_url(kind: str, tmp_path=None) -> str:  # noqa: ANN001
+    """A SQLAlchemy URL of a new, empty database of ``kind`` ("sqlite", "pg", "mysql").
+
+    "sqlite": a file in ``tmp_path`` (or a new temporary directory). "pg"/"mysql": a
+    uniquely named database created on the test service (skipped or failed like
+    ``service_url`` when unreachable) and dropped at interpreter exit, or earlier
+    with ``drop_db_url(url)``. Migrations are not run: call
+    ``lbtap.server.db.engine.upgrade`` yourself.
+    """
+    import atexit
+    import tempfile
+
+    if kind == "sqlite":
+        base = tmp_path if tmp_path is not None else tempfile.mkdtemp(prefix="lbtap-db-")
+        return f"sqlite:///{base}/lbtap-{uuid.uuid4().hex[:8]}.sqlite"
+    env = {"pg": "LBTAP_TEST_PG_URL", "postgresql": "LBTAP_TEST_PG_URL",
+           "mysql": "LBTAP_TEST_MYSQL_URL", "mariadb": "LBTAP_TEST_MYSQL_URL"}[kind]
+    admin_url = service_url(env)
+    name = f"lbtap_t_{uuid.uuid4().hex[:12]}"
+    charset = " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if env == "LBTAP_TEST_MYSQL_URL" else ""
+    _admin_execute(admin_url, f"CREATE DATABASE {name}{charset}")
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    atexit.register(drop_db_url, url)
+    return url
+
+
+def drop_db_url(url: str) -> None:
+    """Drop a database made by ``fresh_db_url`` (no-op for SQLite; idempotent)."""
+    if url.startswith("sqlite"):
+        return
+    from sqlalchemy import make_url
+
+    u = make_url(url)
+    name = u.database
+    if not name or not name.startswith("lbtap_t_"):
+        return  # never drop a database this helper did not create
+    admin_url = u.set(database="postgres" if u.get_backend_name() == "postgresql" else "mysql")
+    force = " WITH (FORCE)" if u.get_backend_name() == "postgresql" else ""
+    try:
+        _admin_execute(admin_url.render_as_string(hide_password=False), f"DROP DATABASE IF EXISTS {name}{force}")
+    except Exception:  # best effort at exit: the server may already be gone
+        pass
+
+
+def _admin_execute(url: str, sql: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(sql))
+    finally:
+        engine.dispose()
+
+
+class FakeClock:
+    """A settable clock for services and RPC handlers (seconds since the epoch)."""
+
+    def __init__(self, now: float = 1_795_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def migrated_engine(url: str):  # noqa: ANN201
+    """An lbtap engine for ``url`` with the migrations applied."""
+    from lbtap.server.db.engine import create_db_engine, upgrade
+
+    engine = create_db_engine(url)
+    upgrade(engine)
+    return engine

@@ -133,3 +133,32 @@ class RequestEntityTooLarge(NeutronError):
 class InternalServerError(NeutronError):
     status = 500
     message = "Request failed: internal server error while processing your request."
+
+
+# Added by the data layer (Neutron's names, so clients see the types they know).
+class IpAddressInUse(Conflict):
+    pass
+
+
+class GatewayConflictWithAllocationPools(Conflict):
+    pass
+
+
+class FlatNetworkInUse(Conflict):
+    pass
+
+
+class VlanIdInUse(Conflict):
+    pass
+
+
+class TunnelIdInUse(Conflict):
+    pass
+
+
+class PortInUse(InUse):
+    pass
+
+
+class InvalidSharedSetting(Conflict):
+    pass

@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from lbtap.domain.constants import PORT_STATUSES
+from lbtap.rpc import topics
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,26 @@ RPC_MESSAGES = Counter(
 )
 
 
+# The dispatcher reports unknown methods too; whatever a peer sends must not grow the
+# label set without bound. Known RPC methods always get their own label; the first few
+# unknown names do too (useful when diagnosing a version mismatch), the rest are "other".
+_KNOWN_RPC = frozenset(v for k, v in vars(topics).items() if k.isupper() and isinstance(v, str) and v.isidentifier())
+_MAX_UNKNOWN_RPC = 16
+_unknown_rpc: set[str] = set()
+
+
 def count_rpc(method: str) -> None:
     """Count one agent → server RPC message (called by the bus dispatcher)."""
-    RPC_MESSAGES.labels(method=method).inc()
+    name = method
+    if name not in _KNOWN_RPC:
+        if not (isinstance(name, str) and len(name) <= 64 and name.isidentifier()):
+            name = "other"
+        elif name not in _unknown_rpc:
+            if len(_unknown_rpc) >= _MAX_UNKNOWN_RPC:
+                name = "other"
+            else:
+                _unknown_rpc.add(name)
+    RPC_MESSAGES.labels(method=name).inc()
 
 
 class _Forward(Collector):
