@@ -39,3 +39,25 @@ def lbtap_up(tmp_path, netns_names):
     yield start
     for up in procs:
         up.stop()
+
+
+@pytest.fixture
+def deployment(tmp_path, netns_names):
+    """Factory: ``lbtap server`` + agents over RabbitMQ in a fresh vhost; all stopped after."""
+    from tests.support import service_url
+
+    require_root()
+    created: list[tuple[harness.Deployment, str]] = []
+
+    def make(config: str = "", db_url: str | None = None) -> harness.Deployment:
+        base = service_url("LBTAP_TEST_AMQP_URL")
+        vhost = unique_netns("vh")
+        url = harness.rabbit_vhost_url(base, vhost)
+        d = harness.Deployment(tmp_path, url, config=config, db_url=db_url)
+        created.append((d, vhost))
+        return d
+
+    yield make
+    for d, vhost in created:
+        d.stop()
+        harness.rabbit_vhost_delete(vhost)

@@ -169,3 +169,125 @@ class LbtapUp:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
         return r
+
+
+class LbtapProc:
+    """A ``lbtap server`` or ``lbtap agent`` process (multi-process deployments)."""
+
+    def __init__(self, workdir: Path, name: str, argv: list[str]):
+        self.workdir = workdir
+        self.argv = argv
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "LbtapProc":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([LBTAP, *self.argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def rabbit_vhost_url(base_url: str, vhost: str) -> str:
+    """Create ``vhost`` on the local broker (guest gets all rights) and return its URL."""
+    sh("rabbitmqctl", "-q", "add_vhost", vhost, timeout=60)
+    sh("rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*", timeout=60)
+    return base_url.rstrip("/") + "/" + vhost
+
+
+def rabbit_vhost_delete(vhost: str) -> None:
+    sh("rabbitmqctl", "-q", "delete_vhost", vhost, check=False, timeout=60)
+
+
+class Deployment:
+    """``lbtap server`` plus one ``lbtap agent`` per host namespace, over a bus URL.
+
+    Shares the API helpers of ``LbtapUp`` (create/get/metrics/vif) through composition.
+    """
+
+    def __init__(self, workdir: Path, transport_url: str, *, config: str = "", db_url: str | None = None):
+        self.workdir = workdir
+        self.transport_url = transport_url
+        self.config_path = workdir / "lbtap.toml"
+        self.config_path.write_text(config)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db_url = db_url
+        self.server: LbtapProc | None = None
+        self.agents: dict[str, LbtapProc] = {}
+        self.api = httpx.Client(base_url=self.url, timeout=30)
+
+    def start_server(self, timeout: float = 30.0) -> None:
+        argv = ["server", "--port", str(self.port), "--state-dir", str(self.workdir / "state"),
+                "--transport-url", self.transport_url, "--config", str(self.config_path)]
+        if self.db_url:
+            argv += ["--db-url", self.db_url]
+        self.server = LbtapProc(self.workdir, "server", argv).start()
+        wait_for(lambda: self._api_up() or (not self.server.alive() and self._fail(self.server)), timeout,
+                 what="lbtap server to answer")
+
+    def _api_up(self) -> bool:
+        try:
+            return self.api.get("/").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @staticmethod
+    def _fail(proc: LbtapProc) -> bool:
+        raise AssertionError(f"process exited with {proc.proc.returncode}:\n{proc.log_tail()}")
+
+    def start_agent(self, host: str, netns: str, *extra: str, timeout: float = 30.0) -> LbtapProc:
+        argv = ["agent", "--host", host, "--netns", netns, "--transport-url", self.transport_url,
+                "--state-dir", str(self.workdir / f"agent-{host}"), "--config", str(self.config_path), *extra]
+        agent = LbtapProc(self.workdir, f"agent-{host}", argv).start()
+        self.agents[host] = agent
+        wait_for(lambda: self.agent_alive(host) or (not agent.alive() and self._fail(agent)), timeout,
+                 what=f"agent {host} heartbeat")
+        return agent
+
+    def agent_alive(self, host: str) -> bool:
+        r = self.api.get("/v2.0/agents", params={"host": host})
+        return r.status_code == 200 and any(a.get("alive") for a in r.json()["agents"])
+
+    def agent_conf(self, host: str) -> dict:
+        agents = self.api.get("/v2.0/agents", params={"host": host}).json()["agents"]
+        return agents[0]["configurations"] if agents else {}
+
+    def stop(self) -> None:
+        for agent in self.agents.values():
+            agent.stop()
+        if self.server is not None:
+            self.server.stop()
+
+    # API helpers shared with LbtapUp
+    create = LbtapUp.create
+    get = LbtapUp.get
+    port_status = LbtapUp.port_status
+    wait_status = LbtapUp.wait_status
+    metrics = LbtapUp.metrics
+    metric = LbtapUp.metric
+
+    def vif(self, action: str, port_id: str, host: str, netns: str, *args: str) -> subprocess.CompletedProcess:
+        cmd = [LBTAP, "vif", action, port_id, "--url", self.url, "--netns", netns, *args]
+        if action == "plug":
+            cmd += ["--host", host]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r

@@ -23,6 +23,8 @@ import uuid
 from collections import deque
 from typing import Any, Callable
 
+import psutil
+
 from lbtap.agent.core.agent import AgentCore
 from lbtap.agent.core.executor import apply as apply_ops
 from lbtap.bus.base import Bus, BusError, make_bus
@@ -81,6 +83,9 @@ class L2Agent:
         self.loop_iterations = 0
         self.last_loop_seconds = 0.0
         self.stage_seconds: dict[str, float] = {}
+        # Measured from the process's own start (imports included), as an operator sees it.
+        self._created = psutil.Process().create_time()
+        self.converged_after: float | None = None  # seconds from process start to first quiet state
 
     # ---- host worker -------------------------------------------------------------
     async def _host(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -160,6 +165,10 @@ class L2Agent:
             started = time.perf_counter()
             await self.iterate()
             self.loop_iterations += 1
+            if self.converged_after is None and self._converged():
+                self.converged_after = time.time() - self._created
+                log.info("host converged %.3f s after start (%d devices)", self.converged_after,
+                         self.core.snapshot().get("devices", 0))
             self.last_loop_seconds = time.perf_counter() - started
             now = self.clock()
             deadline = min(filter(None, (self.core.next_wakeup(now), self._next_reconcile)))
@@ -256,6 +265,10 @@ class L2Agent:
         self.core.reports_sent(up, down, result, self.clock())
         return len(up) + len(down)
 
+    def _converged(self) -> bool:
+        snap = self.core.snapshot()
+        return not self._full_scan_due and not snap.get("waiting_details") and not snap.get("reports_pending")
+
     # ---- heartbeats ----------------------------------------------------------------
     def agent_state(self) -> AgentState:
         from lbtap.monitoring.process import process_usage
@@ -274,6 +287,8 @@ class L2Agent:
             "l2_population": cfg.l2_population,
             "netns": cfg.netns,
             "process": process_usage(),
+            "pid": os.getpid(),
+            "converged_after": self.converged_after,
             "loop": {"iterations": self.loop_iterations, "last_seconds": round(self.last_loop_seconds, 6),
                      "last_work": {k: round(v, 6) for k, v in self.stage_seconds.items()}},
         }
