@@ -52,6 +52,20 @@ class ServerSettings(_Frozen):
             raise ValueError("base_mac must be unicast (first octet even)")
         return v
 
+    @model_validator(mode="after")
+    def _noauth_on_loopback(self) -> "ServerSettings":
+        # noauth makes every caller an admin: never expose it beyond this machine.
+        if self.auth_strategy == "noauth":
+            try:
+                loopback = ipaddress.ip_address(self.bind).is_loopback
+            except ValueError:
+                loopback = self.bind == "localhost"
+            if not loopback:
+                raise ValueError(f"auth_strategy noauth only binds to loopback, not {self.bind}; use token auth")
+        if self.auth_strategy == "token" and not self.token_file:
+            raise ValueError("auth_strategy token needs token_file")
+        return self
+
     @field_validator("tenant_network_types")
     @classmethod
     def _types(cls, v: tuple[str, ...]) -> tuple[str, ...]:

@@ -29,6 +29,8 @@ def test_file_then_overrides(tmp_path):
         ({"server.vni_ranges": [[10, 5]]}, "VNI"),
         ({"agent.retry_initial": 10, "agent.retry_max": 1}, "retry_max"),
         ({"server.bogus": 1}, "server.bogus"),
+        ({"server.bind": "0.0.0.0"}, "loopback"),
+        ({"server.auth_strategy": "token"}, "token_file"),
     ],
 )
 def test_invalid_settings_give_one_line_errors(overrides, needle):
