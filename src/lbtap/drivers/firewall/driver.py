@@ -1,0 +1,202 @@
+"""The firewall driver: keeps the host's ports, renders, applies one transaction per change.
+
+``FirewallDriver`` is the real one (nftables in a namespace); ``FakeFirewall`` has the
+same interface and records what would have been applied, for agent unit tests.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Iterable
+
+from lbtap.drivers.firewall.model import PortFilter, RemoteGroups
+from lbtap.drivers.firewall.nft import Nft
+from lbtap.drivers.firewall.render import (
+    COUNTERS_BRIDGE, COUNTERS_INET, TABLE, Compiled, compile_groups, compile_state, compile_update,
+    render_delta, render_full,
+)
+from lbtap.drivers.host import errors
+from lbtap.drivers.host.netns import in_namespace
+
+BR_NF_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
+
+
+class FirewallDriver:
+    """Anti-spoofing and stateful security groups for the ports of one host.
+
+    Interface (all idempotent, each call at most one nft transaction):
+
+    * ``apply(ports, groups)`` — replace everything (lbtap's tables only) with this.
+    * ``update_port(port)`` — add or change one port; only its elements/chain move.
+    * ``update_ports(ports)`` — several at once, still one transaction.
+    * ``remove_port(tap)`` — forget a port.
+    * ``update_groups(groups)`` — new remote-group membership (set elements only).
+    * ``drop_counters()`` — named drop counters, e.g. ``{"spoof_ip": 3, ...}``.
+    * ``clear()`` — delete lbtap's tables.
+
+    Incremental calls diff the previous ``Compiled`` state against the new one; if that
+    transaction fails (someone flushed the ruleset, say) the driver re-applies the full
+    script once, so the kernel converges to the desired state either way. A failure of
+    that full apply propagates (a ``HostError``) and leaves the driver's state as it was.
+
+    A full apply also switches br_netfilter on in the driver's namespace (without it
+    bridged IP traffic never reaches the inet table). Not thread-safe: one caller, the
+    agent's executor, drives it.
+    """
+
+    def __init__(self, netns: str | None = None, *, nft: Nft | None = None, enable_br_netfilter: bool = True):
+        self.netns = netns
+        self.nft = nft or Nft(netns)
+        self.enable_br_netfilter = enable_br_netfilter
+        self._ports: dict[str, PortFilter] = {}
+        self._groups = RemoteGroups()
+        self._state: Compiled | None = None
+        self.last_script = ""
+
+    # -- public interface -------------------------------------------------------------
+    def apply(self, ports: Iterable[PortFilter], groups: RemoteGroups | None = None) -> None:
+        ports = list(ports)
+        new = compile_state(ports, groups or RemoteGroups(), self._state)
+        self._ensure_br_netfilter()
+        self._run(render_full(new), "firewall_apply")
+        self._ports = {p.tap: p for p in ports}
+        self._groups = groups or RemoteGroups()
+        self._state = new
+
+    def update_port(self, port: PortFilter) -> None:
+        self.update_ports([port])
+
+    def update_ports(self, ports: Iterable[PortFilter]) -> None:
+        batch = {p.tap: p for p in ports}  # one change per tap: the last one wins
+        changes = [(self._ports.get(t), p) for t, p in batch.items()]
+        self._converge(changes, self._groups, "firewall_update_port")
+
+    def remove_port(self, tap: str) -> None:
+        if tap in self._ports:
+            self._converge([(self._ports[tap], None)], self._groups, "firewall_remove_port")
+
+    def update_groups(self, groups: RemoteGroups) -> None:
+        self._converge([], groups, "firewall_update_groups")
+
+    def clear(self) -> None:
+        self._run(f"table bridge {TABLE}\ndelete table bridge {TABLE}\n"
+                  f"table inet {TABLE}\ndelete table inet {TABLE}\n", "firewall_clear")
+        self._ports, self._groups, self._state = {}, RemoteGroups(), None
+
+    def drop_counters(self) -> dict[str, int]:
+        """Packets dropped, per named counter (anti-spoofing and security groups)."""
+        out = {n: 0 for n in (*COUNTERS_BRIDGE, *COUNTERS_INET)}
+        out.update(self.nft.counters("bridge", TABLE))
+        out.update(self.nft.counters("inet", TABLE))
+        return out
+
+    @property
+    def ports(self) -> dict[str, PortFilter]:
+        """The ports as last applied, by tap."""
+        return dict(self._ports)
+
+    @property
+    def groups(self) -> RemoteGroups:
+        return self._groups
+
+    @property
+    def state(self) -> Compiled | None:
+        """What the kernel is believed to hold (None before the first apply)."""
+        return self._state
+
+    # -- internals --------------------------------------------------------------------
+    def _converge(self, changes: list[tuple[PortFilter | None, PortFilter | None]], groups: RemoteGroups,
+                  op: str) -> None:
+        ports = dict(self._ports)
+        for old, new in changes:
+            if new is None:
+                ports.pop(old.tap, None)
+            else:
+                ports[new.tap] = new
+        if self._state is None:
+            self.apply(ports.values(), groups)
+            return
+        state = compile_update(self._state, changes, groups)
+        if groups is not self._groups:
+            state = compile_groups(state, groups)
+        device = changes[0][1].tap if len(changes) == 1 and changes[0][1] else None
+        script = render_delta(self._state, state)
+        try:
+            if script:
+                self._run(script, op, device)
+        except errors.HostError:
+            # The kernel did not hold what we believed: one full replace repairs it.
+            state = compile_state(ports.values(), groups, self._state)
+            self._ensure_br_netfilter()
+            self._run(render_full(state), op, device)
+        self._ports, self._groups, self._state = ports, groups, state
+
+    def _run(self, script: str, op: str, device: str | None = None) -> None:
+        self.last_script = script
+        try:
+            self.nft.run(script, op=op)
+        except errors.HostError as e:
+            e.device = e.device or device
+            raise
+
+    def _ensure_br_netfilter(self) -> None:
+        """Bridged IP traffic reaches the inet tables (and conntrack) only with these on."""
+        if not self.enable_br_netfilter:
+            return
+        with in_namespace(self.netns):
+            for name in BR_NF_SYSCTLS:
+                p = f"/proc/sys/net/bridge/{name}"
+                try:
+                    with open(p, "r+") as f:
+                        if f.read().strip() != "1":
+                            f.seek(0)
+                            f.write("1")
+                except FileNotFoundError as e:
+                    raise errors.NotSupported("br_netfilter is not available", op="br_netfilter", code=errno.ENOENT) from e
+                except OSError as e:
+                    raise errors.from_errno(e.errno, f"cannot set {name}: {e}", op="br_netfilter") from e
+
+
+class FakeFirewall:
+    """In-memory stand-in with ``FirewallDriver``'s interface.
+
+    ``ports``/``groups`` hold the last applied data, ``compiled`` the state the real
+    driver would have programmed and ``transactions`` counts applied changes;
+    ``fail_next`` makes the next call raise (to test the caller's retry path).
+    """
+
+    def __init__(self, netns: str | None = None):
+        self.netns = netns
+        self.ports: dict[str, PortFilter] = {}
+        self.groups = RemoteGroups()
+        self.compiled: Compiled | None = None
+        self.transactions = 0
+        self.fail_next: errors.HostError | None = None
+
+    def _commit(self, ports: dict[str, PortFilter], groups: RemoteGroups) -> None:
+        if self.fail_next is not None:
+            e, self.fail_next = self.fail_next, None
+            raise e
+        self.compiled = compile_state(ports.values(), groups, self.compiled)
+        self.ports, self.groups = ports, groups
+        self.transactions += 1
+
+    def apply(self, ports: Iterable[PortFilter], groups: RemoteGroups | None = None) -> None:
+        self._commit({p.tap: p for p in ports}, groups or RemoteGroups())
+
+    def update_port(self, port: PortFilter) -> None:
+        self._commit({**self.ports, port.tap: port}, self.groups)
+
+    def remove_port(self, tap: str) -> None:
+        if tap in self.ports:
+            self._commit({t: p for t, p in self.ports.items() if t != tap}, self.groups)
+
+    def update_groups(self, groups: RemoteGroups) -> None:
+        self._commit(dict(self.ports), groups)
+
+    def clear(self) -> None:
+        self.ports, self.groups, self.compiled = {}, RemoteGroups(), None
+
+    def drop_counters(self) -> dict[str, int]:
+        return {n: 0 for n in (*COUNTERS_BRIDGE, *COUNTERS_INET)}
+

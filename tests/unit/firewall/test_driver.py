@@ -1,0 +1,143 @@
+"""FirewallDriver's transaction logic against a recording nft (the kernel boundary),
+and FakeFirewall's bookkeeping. Scripts are replayed into ``nftsim`` so the tests check
+what the kernel would end up holding, not just which strings were sent."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from lbtap.drivers.firewall import EGRESS, INGRESS, FakeFirewall, FirewallDriver, PortFilter, RemoteGroups, Rule
+from lbtap.drivers.firewall.nft import error_from_nft
+from lbtap.drivers.firewall.render import compile_state, render_full
+from lbtap.drivers.host import errors
+from tests.unit.firewall.nftsim import Ruleset
+
+
+class RecordingNft:
+    """Keeps a simulated ruleset; ``fail`` makes the next run raise like nft would."""
+
+    def __init__(self):
+        self.scripts: list[str] = []
+        self.rs = Ruleset()
+        self.fail: errors.HostError | None = None
+
+    def run(self, script: str, *, op: str = "nft", json_output: bool = False) -> str:
+        if self.fail is not None:
+            e, self.fail = self.fail, None
+            raise e
+        self.scripts.append(script)
+        self.rs.load(script)
+        return ""
+
+    def counters(self, family, table):
+        return {"spoof_ip": 2} if family == "bridge" else {}
+
+    def close(self):
+        pass
+
+
+def mkport(i: int, *rules: Rule, **kw) -> PortFilter:
+    return PortFilter(f"tap{i}", f"fa:16:3e:00:00:{i:02x}", (f"10.0.0.{i}",), rules=rules or (Rule(EGRESS),), **kw)
+
+
+@pytest.fixture
+def drv():
+    return FirewallDriver(None, nft=RecordingNft(), enable_br_netfilter=False)
+
+
+def kernel_equals_full_render(drv) -> bool:
+    ports = list(drv.ports.values())
+    want = Ruleset().load(render_full(compile_state(ports, drv.groups, drv.state)))
+    return drv.nft.rs.snapshot() == want.snapshot()
+
+
+def test_apply_is_one_full_transaction_and_updates_are_deltas(drv):
+    drv.apply([mkport(1), mkport(2)], RemoteGroups())
+    assert len(drv.nft.scripts) == 1 and "delete table inet lbtap" in drv.nft.scripts[0]
+    drv.update_port(mkport(2, Rule(EGRESS), Rule(INGRESS, protocol="tcp", port_range_min=22, port_range_max=22)))
+    assert len(drv.nft.scripts) == 2 and "delete table" not in drv.nft.scripts[1]
+    assert kernel_equals_full_render(drv)
+
+
+def test_update_ports_batches_into_one_transaction(drv):
+    drv.apply([mkport(i) for i in range(1, 5)])
+    drv.update_ports([mkport(i, Rule(INGRESS)) for i in range(1, 5)])
+    assert len(drv.nft.scripts) == 2
+    assert kernel_equals_full_render(drv)
+
+
+def test_noop_update_sends_nothing(drv):
+    drv.apply([mkport(1)])
+    drv.update_port(mkport(1))
+    drv.remove_port("tap-unknown")
+    assert len(drv.nft.scripts) == 1
+
+
+def test_remove_port_and_group_updates(drv):
+    r = Rule(INGRESS, remote_group_id="web")
+    drv.apply([mkport(1, r), mkport(2, r)], RemoteGroups.of({"web": ["10.0.0.1"]}))
+    drv.update_groups(RemoteGroups.of({"web": ["10.0.0.1", "10.0.0.2"]}))
+    assert drv.nft.scripts[-1].strip() == "add element inet lbtap g4-web { 10.0.0.2 }"
+    drv.remove_port("tap1")
+    assert set(drv.ports) == {"tap2"}
+    assert kernel_equals_full_render(drv)
+
+
+def test_first_update_without_apply_programs_everything(drv):
+    drv.update_port(mkport(1))
+    assert "delete table bridge lbtap" in drv.nft.scripts[0]
+    assert kernel_equals_full_render(drv)
+
+
+def test_failed_delta_falls_back_to_one_full_replace(drv):
+    drv.apply([mkport(1)])
+    drv.nft.fail = errors.NotFound("No such file or directory", op="nft", code=errno.ENOENT)
+    drv.update_port(mkport(2))
+    assert "delete table bridge lbtap" in drv.nft.scripts[-1]
+    assert set(drv.ports) == {"tap1", "tap2"}
+
+
+def test_failure_of_the_full_apply_propagates_and_keeps_old_state(drv):
+    drv.apply([mkport(1)])
+    drv.nft.fail = errors.PermissionDenied("Operation not permitted", op="nft", code=errno.EPERM)
+    with pytest.raises(errors.PermissionDenied):
+        drv.apply([mkport(1), mkport(2)])
+    assert set(drv.ports) == {"tap1"}
+
+
+def test_drop_counters_report_every_counter(drv):
+    c = drv.drop_counters()
+    assert c["spoof_ip"] == 2 and c["spoof_mac"] == 0 and c["ingress_drop"] == 0
+
+
+@pytest.mark.parametrize("text, cls", [
+    ("Error: Could not process rule: No such file or directory", errors.NotFound),
+    ("Error: Could not process rule: Operation not supported", errors.NotSupported),
+    ("Error: Could not process rule: Device or resource busy", errors.Busy),
+    ("Error: Could not process rule: Operation not permitted", errors.PermissionDenied),
+    ("Error: syntax error, unexpected '}'", errors.InvalidArgument),
+])
+def test_nft_errors_become_typed_host_errors(text, cls):
+    assert type(error_from_nft(text, op="nft")) is cls
+
+
+def test_fake_firewall_records_data_and_can_fail():
+    fake = FakeFirewall()
+    fake.apply([mkport(1)], RemoteGroups.of({"g": ["10.0.0.1"]}))
+    fake.update_port(mkport(2))
+    fake.remove_port("tap1")
+    assert set(fake.ports) == {"tap2"} and fake.transactions == 3
+    assert set(fake.compiled.index) == {"tap2"}
+    fake.fail_next = errors.Transient("try again", op="nft")
+    with pytest.raises(errors.Transient):
+        fake.update_port(mkport(3))
+    assert set(fake.ports) == {"tap2"}
+
+
+def test_same_tap_twice_in_one_batch_keeps_the_last(drv):
+    drv.apply([mkport(1)])
+    drv.update_ports([mkport(1, Rule(INGRESS)), PortFilter("tap1", "fa:16:3e:00:00:01", ("10.0.0.77",))])
+    assert drv.ports["tap1"].ips == ("10.0.0.77",)
+    assert kernel_equals_full_render(drv)
