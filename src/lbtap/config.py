@@ -34,7 +34,9 @@ class ServerSettings(_Frozen):
     auth_strategy: Literal["noauth", "token"] = "noauth"
     token_file: str | None = None
     base_mac: str = "fa:16:3e:00:00:00"
-    tenant_network_types: tuple[str, ...] = ("vxlan",)
+    # Neutron ML2's default: a single all-in-one host needs no tunnel. Multi-host
+    # deployments set ["vxlan"] (and agent.local_ip on every host).
+    tenant_network_types: tuple[str, ...] = ("local",)
     vni_ranges: tuple[tuple[int, int], ...] = ((1, 1000),)
     network_vlan_ranges: dict[str, tuple[tuple[int, int], ...]] = Field(default_factory=dict)
     flat_networks: tuple[str, ...] = ("*",)
