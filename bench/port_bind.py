@@ -33,7 +33,7 @@ from lbtap.domain.naming import tap_name  # noqa: E402
 from lbtap.drivers.host.netlink import NetlinkHost  # noqa: E402
 
 CONFIG = '[server]\ntenant_network_types = ["local"]\n[agent]\nreport_interval = 1.0\n'
-POLL = 0.002  # API polling period while waiting for ACTIVE
+POLL = 0.005  # API polling period while waiting for ACTIVE (a tighter loop would load the server it measures)
 
 
 def pct(values: list[float], p: float) -> float:

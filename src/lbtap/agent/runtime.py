@@ -23,8 +23,6 @@ import uuid
 from collections import deque
 from typing import Any, Callable
 
-import psutil
-
 from lbtap.agent.core.agent import AgentCore
 from lbtap.agent.core.executor import apply as apply_ops
 from lbtap.bus.base import Bus, BusError, make_bus
@@ -33,6 +31,7 @@ from lbtap.domain import constants as c
 from lbtap.domain.models import AgentState
 from lbtap.drivers.host.base import HostDriver, LinkEvent
 from lbtap.rpc import topics
+from lbtap.monitoring.process import process_age
 from lbtap.rpc.proxies import PluginClient
 
 log = logging.getLogger("lbtap.agent")
@@ -84,7 +83,7 @@ class L2Agent:
         self.last_loop_seconds = 0.0
         self.stage_seconds: dict[str, float] = {}
         # Measured from the process's own start (imports included), as an operator sees it.
-        self._created = psutil.Process().create_time()
+        self._started = time.monotonic() - process_age()
         self.converged_after: float | None = None  # seconds from process start to first quiet state
 
     # ---- host worker -------------------------------------------------------------
@@ -166,7 +165,7 @@ class L2Agent:
             await self.iterate()
             self.loop_iterations += 1
             if self.converged_after is None and self._converged():
-                self.converged_after = time.time() - self._created
+                self.converged_after = time.monotonic() - self._started
                 log.info("host converged %.3f s after start (%d devices)", self.converged_after,
                          self.core.snapshot().get("devices", 0))
             self.last_loop_seconds = time.perf_counter() - started
