@@ -25,10 +25,12 @@ from typing import Any, Callable
 
 from lbtap.agent.core.agent import AgentCore
 from lbtap.agent.core.executor import apply as apply_ops
+from lbtap.agent.extensions import AgentExtension, load_extensions
 from lbtap.bus.base import Bus, BusError, make_bus
 from lbtap.config import Settings
 from lbtap.domain import constants as c
 from lbtap.domain.models import AgentState
+from lbtap.domain.naming import is_tap, tap_name
 from lbtap.drivers.host.base import HostDriver, LinkEvent
 from lbtap.rpc import topics
 from lbtap.monitoring.process import process_age
@@ -59,6 +61,7 @@ class L2Agent:
         *,
         driver_factory: Callable[[Settings], HostDriver] = default_driver_factory,
         clock: Callable[[], float] = time.monotonic,
+        extensions: list[AgentExtension] | None = None,
     ):
         self.settings = settings
         self.cfg = settings.agent
@@ -68,6 +71,11 @@ class L2Agent:
         self.core = AgentCore(self.cfg)
         self.plugin = PluginClient(bus)
         self._driver_factory = driver_factory
+        self.extensions: list[AgentExtension] = list(extensions) if extensions is not None else load_extensions(self.cfg.extensions)
+        self._ext_casts: dict[str, Callable[[dict[str, Any]], None]] = {}
+        for ext in self.extensions:
+            ext.bind(self)
+            self._ext_casts.update(ext.cast_handlers())
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lbtap-host")
         self.driver: HostDriver | None = None
         self._stop_watch: Callable[[], None] | None = None
@@ -110,7 +118,7 @@ class L2Agent:
         elif method == topics.PORT_DELETE:
             port_id = kwargs.get("port_id")
             if port_id:
-                self._intents.append(lambda now: self.core.port_deleted(port_id, now))
+                self._intents.append(lambda now: self._port_deleted(port_id, now))
         elif method == topics.NETWORK_DELETE:
             net_id = kwargs.get("network_id")
             if net_id:
@@ -119,10 +127,25 @@ class L2Agent:
             net_id = (kwargs.get("network") or {}).get("id")
             if net_id:
                 self._intents.append(lambda now: self.core.network_updated(net_id, now))
+        elif method in self._ext_casts:
+            self._ext_casts[method](kwargs)
         else:
             log.debug("ignoring cast %s", method)
             return
         self._wake.set()
+
+    def _port_deleted(self, port_id: str, now: float) -> None:
+        self.core.port_deleted(port_id, now)
+        for ext in self.extensions:
+            ext.device_gone(tap_name(port_id))
+
+    def wake(self) -> None:
+        """Ask the loop for a pass (for extensions that queued work)."""
+        self._wake.set()
+
+    async def on_host(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the host worker thread (the only thread using the driver)."""
+        return await self._host(fn, *args)
 
     # ---- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -131,6 +154,8 @@ class L2Agent:
         self._stop_watch = await self._host(self.driver.watch_links, self._on_link_event)
         await self.bus.serve(topics.AGENT_FANOUT, self._handle_cast, fanout=True)
         await self.bus.serve(topics.agent_host_topic(self.cfg.host), self._handle_cast)
+        for ext in self.extensions:
+            await ext.start()
         log.info("agent %s managing %s", self.cfg.host, f"netns {self.cfg.netns}" if self.cfg.netns else "the current namespace")
 
     def stop(self) -> None:
@@ -138,6 +163,11 @@ class L2Agent:
         self._wake.set()
 
     async def close(self) -> None:
+        for ext in self.extensions:
+            try:
+                await ext.stop()
+            except Exception:
+                log.exception("extension %s failed to stop", ext.name)
         if self._stop_watch is not None:
             await self._host(self._stop_watch)
             self._stop_watch = None
@@ -170,7 +200,8 @@ class L2Agent:
                          self.core.snapshot().get("devices", 0))
             self.last_loop_seconds = time.perf_counter() - started
             now = self.clock()
-            deadline = min(filter(None, (self.core.next_wakeup(now), self._next_reconcile)))
+            deadline = min(filter(None, (self.core.next_wakeup(now), self._next_reconcile,
+                                         *(ext.next_wakeup(now) for ext in self.extensions))))
             # Work that became due while iterating (events, intents) must not wait.
             if self._events or self._intents:
                 continue
@@ -201,6 +232,10 @@ class L2Agent:
                 self.core.details_failed(devices, self.clock())
             else:
                 self.core.observe_details(details, self.clock())
+                for d in details:
+                    if d.known:
+                        for ext in self.extensions:
+                            ext.port_details(d)
 
         t1 = time.perf_counter()
         ops = self.core.plan(self.clock())
@@ -209,6 +244,11 @@ class L2Agent:
             self.core.applied(result, self.clock())
             if result.touched_addresses:
                 await self._observe_addresses()
+        for ext in self.extensions:
+            try:
+                await ext.process(self.clock())
+            except Exception:  # an extension bug must not stop wiring and reporting
+                log.exception("extension %s failed", ext.name)
         t2 = time.perf_counter()
         sent = await self._send_reports()
         t3 = time.perf_counter()
@@ -234,6 +274,9 @@ class L2Agent:
         for name, ev in last.items():
             if ev.kind == "del":
                 self.core.observe_link_deleted(name, now)
+                if is_tap(name):
+                    for ext in self.extensions:
+                        ext.device_gone(name)
             elif ev.link is not None:
                 changed.append(ev.link)
         if changed:
@@ -288,6 +331,7 @@ class L2Agent:
             "process": process_usage(),
             "pid": os.getpid(),
             "converged_after": self.converged_after,
+            "extensions": {ext.name: ext.snapshot() for ext in self.extensions},
             "loop": {"iterations": self.loop_iterations, "last_seconds": round(self.last_loop_seconds, 6),
                      "last_work": {k: round(v, 6) for k, v in self.stage_seconds.items()}},
         }

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import uvicorn
 
@@ -24,12 +25,28 @@ log = logging.getLogger("lbtap.server")
 
 @dataclass
 class ServerParts:
+    """Everything a server process runs; extensions add to the last three fields."""
+
     engine: Any
     services: Any
     rpc: Any
     app: Any
     bus: Bus
     audit: Any
+    settings: Settings | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    # Extra agent-facing RPC methods: name -> handler (sync handlers run in a thread).
+    rpc_handlers: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    # Called after each status report is applied, in the handler's thread, with
+    # (host, devices_up, devices_down): e.g. l2population, port lifecycle events.
+    status_listeners: list[Callable[[str, list[str], list[str]], None]] = field(default_factory=list)
+    # Extra Notifier objects: every data-layer notification also reaches them.
+    notifiers: list[Any] = field(default_factory=list)
+
+
+# Server extensions, each a module with ``install(parts: ServerParts) -> None``; features
+# (security groups, l3, dhcp, l2population, events) register here as they land.
+EXTENSION_MODULES: tuple[str, ...] = ()
 
 
 RPC_METHODS = (
@@ -51,13 +68,38 @@ def build_server(settings: Settings, bus: Bus, loop: asyncio.AbstractEventLoop) 
 
     engine = create_db_engine(settings.db_url)
     upgrade(engine)
-    notifier = BusNotifier(bus, loop)
+    notifier = FanoutNotifier(BusNotifier(bus, loop))
     services = Services(engine, settings, notifier=notifier)
     rpc = RpcHandlers(engine, settings, notifier=notifier)
     app = create_app(settings, services)
     audit = ReportAudit()
     app.state.audit = audit
-    return ServerParts(engine=engine, services=services, rpc=rpc, app=app, bus=bus, audit=audit)
+    parts = ServerParts(engine=engine, services=services, rpc=rpc, app=app, bus=bus, audit=audit,
+                        settings=settings, loop=loop)
+    for module in EXTENSION_MODULES:
+        importlib.import_module(module).install(parts)
+    notifier.extra.extend(parts.notifiers)
+    return parts
+
+
+class FanoutNotifier:
+    """Forwards every Notifier call to the bus notifier and to extensions' notifiers."""
+
+    def __init__(self, primary: Any):
+        self.primary = primary
+        self.extra: list[Any] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        targets = [t for t in (self.primary, *self.extra) if hasattr(t, name)]
+
+        def call(*args: Any, **kwargs: Any) -> None:
+            for t in targets:
+                try:
+                    getattr(t, name)(*args, **kwargs)
+                except Exception:  # one listener's failure must not fail the API request
+                    log.exception("notifier %s.%s failed", type(t).__name__, name)
+
+        return call
 
 
 async def serve_rpc(parts: ServerParts) -> None:
@@ -69,21 +111,35 @@ async def serve_rpc(parts: ServerParts) -> None:
     handlers[topics.REPORT_STATE] = parts.rpc.report_state
     audit = parts.audit
 
+    def notify_status(host: str, up: list[str], down: list[str]) -> None:
+        for listener in parts.status_listeners:
+            try:
+                listener(host, up, down)
+            except Exception:
+                log.exception("status listener %r failed", listener)
+
     def update_device_list(devices_up=(), devices_down=(), agent_id="", host="", **kw):
         audit.record(host, list(devices_up), list(devices_down))
-        return parts.rpc.update_device_list(list(devices_up), list(devices_down), agent_id, host, **kw)
+        result = parts.rpc.update_device_list(list(devices_up), list(devices_down), agent_id, host, **kw)
+        notify_status(host, result.get("devices_up", []), result.get("devices_down", []))
+        return result
 
     def update_device_up(device, agent_id="", host="", **kw):
         audit.record(host, [device], [])
-        return parts.rpc.update_device_up(device, agent_id, host, **kw)
+        result = parts.rpc.update_device_up(device, agent_id, host, **kw)
+        notify_status(host, [device], [])
+        return result
 
     def update_device_down(device, agent_id="", host="", **kw):
         audit.record(host, [], [device])
-        return parts.rpc.update_device_down(device, agent_id, host, **kw)
+        result = parts.rpc.update_device_down(device, agent_id, host, **kw)
+        notify_status(host, [], [device])
+        return result
 
     handlers[topics.UPDATE_DEVICE_LIST] = update_device_list
     handlers[topics.UPDATE_DEVICE_UP] = update_device_up
     handlers[topics.UPDATE_DEVICE_DOWN] = update_device_down
+    handlers.update(parts.rpc_handlers)
     dispatcher = Dispatcher(handlers, on_message=count_rpc)
     await parts.bus.serve(topics.PLUGIN, dispatcher)
     await parts.bus.serve(topics.REPORTS, dispatcher)
