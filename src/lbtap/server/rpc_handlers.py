@@ -118,7 +118,9 @@ class RpcHandlers:
                                 revision_number=Port.revision_number + 1, updated_at=now)
                             .execution_options(synchronize_session=False))
             ids = list({r.id for r in found.values()})
-            nets = {n.id: n for part in chunks(list({r.network_id for r in found.values()}))
+            # network id -> (admin_state_up, Segment): one Segment shared by its ports
+            nets = {n.id: (n.admin_state_up, Segment(n.network_type, n.physical_network, n.segmentation_id, n.mtu))
+                    for part in chunks(list({r.network_id for r in found.values()}))
                     for n in session.connection().execute(select(*NET_COLUMNS).where(Network.id.in_(part)))}
             ips: dict[str, list[FixedIP]] = {i: [] for i in ids}
             for part in chunks(ids):
@@ -145,11 +147,10 @@ class RpcHandlers:
             return DeviceDetails(device=device)
         if port.binding_host_id != host and port.id not in claimed:
             return DeviceDetails(device=device, bound_elsewhere=True)
-        net = nets[port.network_id]
+        net_up, segment = nets[port.network_id]
         return DeviceDetails(
             device=device, port_id=port.id, network_id=port.network_id, mac_address=port.mac_address,
-            admin_state_up=port.admin_state_up and net.admin_state_up,
-            segment=Segment(net.network_type, net.physical_network, net.segmentation_id, net.mtu),
+            admin_state_up=port.admin_state_up and net_up, segment=segment,
             fixed_ips=tuple(sorted(ips.get(port.id, ()), key=lambda f: f.ip_address)),
             device_owner=port.device_owner, port_security_enabled=port.port_security_enabled,
             allowed_address_pairs=tuple((p["ip_address"], p.get("mac_address"))

@@ -132,7 +132,7 @@ def test_noauth_without_project_is_admin_and_with_project_is_member(noauth_clien
     net = c.post("/v2.0/networks", json={"network": {"name": "p"}}, headers={"X-Project-Id": "p1"}).json()["network"]
     assert net["tenant_id"] == "p1"
     assert c.get(f"/v2.0/networks/{net['id']}", headers={"X-Project-Id": "p2"}).status_code == 404
-    assert c.get(f"/v2.0/networks/{net['id']}").json()["network"]["provider:network_type"] == "vxlan"
+    assert c.get(f"/v2.0/networks/{net['id']}").json()["network"]["provider:network_type"] == "local"  # the tenant default
     reader = {"X-Project-Id": "p1", "X-Roles": "reader"}
     assert c.get(f"/v2.0/networks/{net['id']}", headers=reader).status_code == 200
     assert c.delete(f"/v2.0/networks/{net['id']}", headers=reader).status_code == 403

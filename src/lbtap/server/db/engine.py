@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -67,9 +69,9 @@ def _configure_sqlite(engine: Engine) -> None:
         # Hand transaction control to us: pysqlite's implicit BEGIN cannot be IMMEDIATE.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _enable_wal(cur)
+        cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
@@ -77,6 +79,26 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn):  # noqa: ANN001
         write = conn.get_execution_options().get("lbtap_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _enable_wal(cur) -> None:  # noqa: ANN001
+    """Switch a database file to WAL (persistent, so usually already done).
+
+    Switching needs the file to itself and SQLite answers "database is locked" at
+    once instead of waiting when several connections open a new file together (the
+    busy handler is not used), so retry for a few seconds.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
 
 
 def upgrade(engine: Engine) -> None:
@@ -112,6 +134,20 @@ def is_retryable(exc: BaseException) -> bool:
     return False
 
 
+_WRITE_LOCKS: "weakref.WeakKeyDictionary[Engine, threading.Lock]" = weakref.WeakKeyDictionary()
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _sqlite_write_lock(engine: Engine) -> threading.Lock:
+    """One lock per engine, shared by every Database on it (API services and RPC
+    handlers queue behind each other in Python rather than in busy_timeout)."""
+    with _WRITE_LOCKS_GUARD:
+        lock = _WRITE_LOCKS.get(engine)
+        if lock is None:
+            lock = _WRITE_LOCKS[engine] = threading.Lock()
+        return lock
+
+
 class Database:
     """Runs functions of a Session as single transactions, re-running lost races."""
 
@@ -119,7 +155,7 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.max_attempts = max_attempts
-        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        self._write_lock = _sqlite_write_lock(engine) if self.dialect == "sqlite" else None
 
     def read(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` in a read transaction (no retry: readers never conflict)."""

@@ -25,7 +25,7 @@ MAC in use, network/subnet in use, no free IP or segment, gateway inside a pool.
 Visibility: the unscoped admin (``ctx.project_id is None``) sees everything; a
 scoped caller sees its own resources plus shared networks and their subnets. Only
 admins see ``provider:*`` and ``binding:host_id/profile/vif_type/vif_details``, and
-agents. An unscoped admin creating without tenant_id/project_id creates networks in
+agents. ``services.db.engine`` is the engine (for health checks). An unscoped admin creating without tenant_id/project_id creates networks in
 project "admin" and subnets/ports in their network's project. The Notifier is called after commit (see ``lbtap.server.notifier``).
 """
 

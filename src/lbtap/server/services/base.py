@@ -7,6 +7,7 @@ Python, then the full load of just the page's ids.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -21,6 +22,8 @@ from lbtap.server.db.engine import Database
 from lbtap.server.notifier import Notifier, NullNotifier
 from lbtap.server.services import attributes
 from lbtap.server.services.query import ListQuery, ListResult, paginate
+
+log = logging.getLogger(__name__)
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 TAG_FILTERS = ("tags", "tags-any", "not-tags", "not-tags-any")
@@ -191,6 +194,14 @@ class ResourceService:
 
     def delete(self, ctx: Context, id: str) -> None:
         raise errors.MethodNotAllowed(f"Deleting {self.resource} is not supported.")
+
+    def notify(self, method: str, *args: Any) -> None:
+        """Call the notifier after commit; its failure must not fail the request,
+        whose change is already committed (agents' reconcile repairs a lost cast)."""
+        try:
+            getattr(self.notifier, method)(*args)
+        except Exception:
+            log.exception("notifier %s failed", method)
 
     def bump(self, row: Any) -> None:
         """Standard-attribute bookkeeping of a changed row."""

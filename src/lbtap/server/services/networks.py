@@ -92,7 +92,7 @@ class NetworkService(ResourceService):
         created = self.db.write(run, on_exhausted=lambda: errors.NoNetworkAvailable(
             "Unable to create the network: too many concurrent requests, try again."))
         for net in created:
-            self.notifier.network_created(net)
+            self.notify("network_created", net)
         return [self._view(ctx, n) for n in created]
 
     def _create_one(self, session: Session, ctx: Context, given: dict, segs: SegmentAllocator) -> str:
@@ -160,7 +160,7 @@ class NetworkService(ResourceService):
 
         before, after = self.db.write(run)
         if after != before:
-            self.notifier.network_updated(after)
+            self.notify("network_updated", after)
         return self._view(ctx, after)
 
     def delete(self, ctx: Context, id: str) -> None:
@@ -189,7 +189,7 @@ class NetworkService(ResourceService):
             return before, auto
 
         before, _auto_ports = self.db.write(run)
-        self.notifier.network_deleted(before)
+        self.notify("network_deleted", before)
 
     def _view(self, ctx: Context, net: dict) -> dict:
         """The admin-view dict as ``ctx`` may see it."""

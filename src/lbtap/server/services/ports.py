@@ -168,7 +168,7 @@ class PortService(ResourceService):
         created = self.db.write(run, on_exhausted=lambda: errors.IpAddressGenerationFailure(
             "Unable to allocate addresses: too many concurrent requests, try again."))
         for port in created:
-            self.notifier.port_created(port)
+            self.notify("port_created", port)
         return [self.view(ctx, p) for p in created]
 
     def _new_row(self, ctx: Context, given: dict, st: NetworkState, now: Any) -> dict[str, Any]:
@@ -235,7 +235,7 @@ class PortService(ResourceService):
         before, after = self.db.write(run, on_exhausted=lambda: errors.IpAddressGenerationFailure(
             "Unable to update the port: too many concurrent requests, try again."))
         if after != before:
-            self.notifier.port_updated(after, before)
+            self.notify("port_updated", after, before)
         return self.view(ctx, after)
 
     def _replace_fixed_ips(self, session: Session, st: NetworkState, port: Port,
@@ -279,4 +279,4 @@ class PortService(ResourceService):
             return before
 
         before = self.db.write(run)
-        self.notifier.port_deleted(before)
+        self.notify("port_deleted", before)

@@ -88,7 +88,7 @@ class SubnetService(ResourceService):
 
         created = self.db.write(run)
         for s in created:
-            self.notifier.subnet_created(s)
+            self.notify("subnet_created", s)
         return created
 
     def _create_one(self, session: Session, ctx: Context, given: dict) -> str:
@@ -171,7 +171,7 @@ class SubnetService(ResourceService):
             return self.to_dict(s)
 
         result = self.db.write(run)
-        self.notifier.subnet_updated(result)
+        self.notify("subnet_updated", result)
         return result
 
     def delete(self, ctx: Context, id: str) -> None:
@@ -195,4 +195,4 @@ class SubnetService(ResourceService):
             return before
 
         before = self.db.write(run)
-        self.notifier.subnet_deleted(before)
+        self.notify("subnet_deleted", before)

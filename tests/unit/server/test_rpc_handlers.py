@@ -1,0 +1,164 @@
+"""RPC handlers: device details, binding on request, status reports, heartbeats."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lbtap.config import Settings
+from lbtap.domain.models import DeviceDetails
+from lbtap.domain.naming import tap_name
+from lbtap.server.context import Context
+from lbtap.server.rpc_handlers import RpcHandlers
+from lbtap.server.services import ListQuery, Services
+from tests.support import FakeClock, fresh_db_url, migrated_engine
+
+ADMIN = Context.admin()
+LB = "Linux bridge agent"
+
+
+class World:
+    def __init__(self, tmp_path):
+        self.engine = migrated_engine(fresh_db_url("sqlite", tmp_path))
+        self.settings = Settings(server={"tenant_network_types": ["vxlan"]})
+        self.clock = FakeClock()
+        self.svc = Services(self.engine, self.settings, clock=self.clock)
+        self.rpc = RpcHandlers(self.engine, self.settings, clock=self.clock)
+        self.net = self.svc.create(ADMIN, "networks", {"name": "n", "mtu": 1400})
+        self.subnet = self.svc.create(ADMIN, "subnets", {"network_id": self.net["id"], "ip_version": 4,
+                                                         "cidr": "10.0.0.0/24"})
+        for host in ("h1", "h2"):
+            self.rpc.report_state({"agent_state": {"agent_type": LB, "host": host, "binary": "lbtap-agent",
+                                                   "topic": "q-agent-notifier", "start_flag": True}})
+
+    def port(self, **kw):
+        return self.svc.create(ADMIN, "ports", {"network_id": self.net["id"], **kw})
+
+    def get(self, port):
+        return self.svc.get(ADMIN, "ports", port["id"])
+
+
+@pytest.fixture
+def w(tmp_path):
+    return World(tmp_path)
+
+
+def test_details_of_unknown_and_non_tap_devices(w):
+    assert w.rpc.get_devices_details_list(["tapdeadbeef-00", "eth0"], "a", "h1") == [
+        {"device": "tapdeadbeef-00"}, {"device": "eth0"}]
+
+
+def test_details_claim_unbound_port_for_asking_host(w):
+    p = w.port(device_owner="compute:nova")
+    [d] = w.rpc.get_devices_details_list([tap_name(p["id"])], "a", "h1")
+    details = DeviceDetails.from_wire(d)
+    assert details.port_id == p["id"] and details.network_id == w.net["id"]
+    assert details.mac_address == p["mac_address"] and details.status == "DOWN"
+    assert (d["network_type"], d["segmentation_id"], d["mtu"]) == ("vxlan", w.net["provider:segmentation_id"], 1400)
+    assert d["fixed_ips"] == p["fixed_ips"] and d["device_owner"] == "compute:nova"
+    bound = w.get(p)
+    assert (bound["binding:host_id"], bound["binding:vif_type"]) == ("h1", "bridge")
+    assert bound["revision_number"] == 1
+    # Another host now gets no_active_binding.
+    assert w.rpc.get_devices_details_list([tap_name(p["id"])], "b", "h2") == [
+        {"device": tap_name(p["id"]), "no_active_binding": True}]
+
+
+def test_details_repair_failed_binding_of_own_host(w):
+    p = w.port(**{"binding:host_id": "h3"})
+    assert p["binding:vif_type"] == "binding_failed"
+    w.rpc.report_state({"agent_type": LB, "host": "h3", "binary": "x", "topic": "t"})
+    [d] = w.rpc.get_devices_details_list([tap_name(p["id"])], "c", "h3")
+    assert d["port_id"] == p["id"] and w.get(p)["binding:vif_type"] == "bridge"
+
+
+def test_status_up_down_idempotent_and_bumps_revision(w):
+    p = w.port()
+    dev = tap_name(p["id"])
+    w.rpc.get_devices_details_list([dev], "a", "h1")
+    res = w.rpc.update_device_list([dev], [], "a", "h1")
+    assert res == {"devices_up": [dev], "devices_down": [], "failed_devices_up": [], "failed_devices_down": []}
+    after = w.get(p)
+    assert after["status"] == "ACTIVE" and after["revision_number"] == 2
+    w.rpc.update_device_up(dev, "a", "h1")
+    assert w.get(p)["revision_number"] == 2  # idempotent: no change, no bump
+    assert w.rpc.update_device_down(dev, "a", "h1") == {"device": dev, "exists": True}
+    assert w.get(p)["status"] == "DOWN" and w.get(p)["revision_number"] == 3
+    assert w.rpc.update_device_down("tap00000000-00", "a", "h1") == {"device": "tap00000000-00", "exists": False}
+
+
+def test_status_from_other_host_is_ignored(w):
+    p = w.port()
+    dev = tap_name(p["id"])
+    w.rpc.get_devices_details_list([dev], "a", "h1")
+    res = w.rpc.update_device_list([dev], [], "b", "h2")
+    assert res["failed_devices_up"] == []  # nothing to retry
+    assert w.get(p)["status"] == "DOWN"
+    w.rpc.update_device_list([dev], [], "a", "h1")
+    w.rpc.update_device_list([], [dev], "b", "h2")
+    assert w.get(p)["status"] == "ACTIVE"
+
+
+def test_unbound_port_does_not_go_active(w):
+    p = w.port()
+    w.rpc.update_device_list([tap_name(p["id"])], [], "a", "h1")
+    assert w.get(p)["status"] == "DOWN"
+
+
+def test_floating_ip_port_keeps_na(w):
+    p = w.port(device_owner="network:floatingip")
+    dev = tap_name(p["id"])
+    w.rpc.get_devices_details_list([dev], "a", "h1")
+    w.rpc.update_device_list([dev], [], "a", "h1")
+    assert w.get(p)["status"] == "N/A"
+
+
+def test_report_state_upserts_and_alive_follows_clock(w):
+    agents = w.svc.list(ADMIN, "agents", ListQuery()).items
+    assert sorted(a["host"] for a in agents) == ["h1", "h2"]
+    h1 = next(a for a in agents if a["host"] == "h1")
+    assert h1["alive"] and h1["agent_type"] == LB and h1["binary"] == "lbtap-agent"
+    w.clock.advance(w.settings.server.agent_down_time + 1)
+    assert w.rpc.report_state({"agent_type": LB, "host": "h1", "binary": "lbtap-agent", "topic": "t",
+                               "configurations": {"devices": 3}}) == "alive"
+    agents = {a["host"]: a for a in w.svc.list(ADMIN, "agents", ListQuery()).items}
+    assert agents["h1"]["alive"] and not agents["h2"]["alive"]
+    assert agents["h1"]["configurations"] == {"devices": 3} and agents["h1"]["id"] == h1["id"]
+    assert agents["h1"]["started_at"] != h1["started_at"]  # revived after being dead
+    alive = w.svc.list(ADMIN, "agents", ListQuery(filters={"alive": ["true"]})).items
+    assert [a["host"] for a in alive] == ["h1"]
+
+
+def test_thousand_devices_in_one_call(w):
+    ports = w.svc.create_bulk(ADMIN, "ports", [{"network_id": w.net["id"]} for _ in range(250)])
+    net2 = w.svc.create(ADMIN, "networks", {})
+    w.svc.create(ADMIN, "subnets", {"network_id": net2["id"], "ip_version": 4, "cidr": "10.1.0.0/22"})
+    ports += w.svc.create_bulk(ADMIN, "ports", [{"network_id": net2["id"]} for _ in range(750)])
+    devs = [tap_name(p["id"]) for p in ports]
+    w.rpc.get_devices_details_list(devs, "a", "h1")  # first call binds them all
+    start = time.perf_counter()
+    details = w.rpc.get_devices_details_list(devs, "a", "h1")
+    t_details = time.perf_counter() - start
+    start = time.perf_counter()
+    res = w.rpc.update_device_list(devs, [], "a", "h1")
+    t_up = time.perf_counter() - start
+    assert [d["port_id"] for d in details] == [p["id"] for p in ports]
+    assert len(res["devices_up"]) == 1000
+    statuses = {p["status"] for p in w.svc.list(ADMIN, "ports", ListQuery()).items}
+    assert statuses == {"ACTIVE"}
+    # Target: tens of ms; generous bound so a loaded CI machine does not flake.
+    assert t_details < 0.5 and t_up < 0.5, (t_details, t_up)
+
+
+def test_details_carry_pairs_groups_and_network_admin_state(w):
+    sg = "8c0a6d8e-7a2b-4a53-9d39-1b6a5d0b6b38"
+    p = w.port(allowed_address_pairs=[{"ip_address": "10.0.0.0/28", "mac_address": "fa:16:3e:aa:bb:cc"},
+                                      {"ip_address": "10.0.0.99"}],
+               security_groups=[sg], port_security_enabled=False)
+    w.svc.update(ADMIN, "networks", w.net["id"], {"admin_state_up": False})
+    [d] = w.rpc.get_devices_details_list([tap_name(p["id"])], "a", "h1")
+    assert d["allowed_address_pairs"] == [{"ip_address": "10.0.0.0/28", "mac_address": "fa:16:3e:aa:bb:cc"},
+                                          {"ip_address": "10.0.0.99", "mac_address": None}]
+    assert d["security_groups"] == [sg] and d["port_security_enabled"] is False
+    assert d["admin_state_up"] is False
