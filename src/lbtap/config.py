@@ -106,8 +106,9 @@ class AgentSettings(_Frozen):
     retry_initial: float = Field(0.5, gt=0)
     retry_max: float = Field(60.0, gt=0)
     report_batch_delay: float = Field(0.005, ge=0)
-    # Agent extensions to enable by name (see lbtap.agent.extensions.KNOWN_EXTENSIONS).
-    extensions: tuple[str, ...] = ()
+    # Agent extensions to enable by name (see lbtap.agent.extensions.KNOWN_EXTENSIONS);
+    # None enables every known one, () none.
+    extensions: tuple[str, ...] | None = None
     # Testing only: "op:device" rules making the driver fail (see drivers/host/faults.py).
     inject_faults: tuple[str, ...] = ()
 

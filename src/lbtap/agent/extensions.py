@@ -82,10 +82,12 @@ class BaseExtension:
 KNOWN_EXTENSIONS: dict[str, str] = {}
 
 
-def load_extensions(names: tuple[str, ...]) -> list[AgentExtension]:
-    """Instantiate the named extensions (unknown names are a configuration error)."""
+def load_extensions(names: tuple[str, ...] | None) -> list[AgentExtension]:
+    """Instantiate the named extensions (None: all known; unknown names are an error)."""
     import importlib
 
+    if names is None:
+        names = tuple(KNOWN_EXTENSIONS)
     out = []
     for name in names:
         target = KNOWN_EXTENSIONS.get(name)

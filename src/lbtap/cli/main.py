@@ -145,7 +145,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--transport-url", help="bus URL (amqp://... to reach a separate server)")
     p.set_defaults(func=cmd_agent)
 
-    for module in ("lbtap.compute.cli", "lbtap.cli.resources", "lbtap.monitoring.cli"):
+    for module in ("lbtap.compute.cli", "lbtap.cli.resources", "lbtap.monitoring.cli", "lbtap.cli.agents"):
         _optional_register(module, sub)
     return parser
 
