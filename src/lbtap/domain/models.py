@@ -6,7 +6,7 @@ and they convert to and from the JSON dicts that travel on the bus.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from lbtap.domain import constants as c
@@ -81,7 +81,9 @@ class DeviceDetails:
             "physical_network": seg.physical_network,
             "segmentation_id": seg.segmentation_id,
             "mtu": seg.mtu,
-            "fixed_ips": [asdict(f) for f in self.fixed_ips],
+            # Built by hand: dataclasses.asdict deep-copies and was a third of the cost
+            # of answering get_devices_details_list for 1000 devices.
+            "fixed_ips": [{"subnet_id": f.subnet_id, "ip_address": f.ip_address} for f in self.fixed_ips],
             "device_owner": self.device_owner,
             "port_security_enabled": self.port_security_enabled,
             "allowed_address_pairs": [
