@@ -43,6 +43,16 @@ class ServerSettings(_Frozen):
     global_physnet_mtu: int = Field(1500, ge=68, le=65535)
     agent_down_time: float = Field(75.0, gt=0)
     api_workers: int = Field(1, ge=1)
+    # Storm alarm (lbtap.server.events.storm): a second update_device_up without a down
+    # in between, or more than storm_max_reports device reports from one agent within
+    # storm_window seconds. An alarm stays active storm_alarm_hold seconds after its
+    # last trigger.
+    storm_window: float = Field(60.0, gt=0)
+    storm_max_reports: int = Field(2000, ge=1)
+    storm_alarm_hold: float = Field(300.0, gt=0)
+    # Port lifecycle events kept in the database: at most this many rows, this old.
+    events_max_rows: int = Field(100_000, ge=100)
+    events_max_age: float = Field(7 * 86400.0, gt=0)
 
     @field_validator("base_mac")
     @classmethod
@@ -111,6 +121,10 @@ class AgentSettings(_Frozen):
     extensions: tuple[str, ...] | None = None
     # Testing only: "op:device" rules making the driver fail (see drivers/host/faults.py).
     inject_faults: tuple[str, ...] = ()
+    # Testing only: SIGUSR1 / the debug_rereport cast make the agent re-report every device.
+    test_hooks: bool = False
+    # Serve the agent's Prometheus metrics on 127.0.0.1:PORT/metrics (None: off).
+    metrics_port: int | None = Field(None, ge=1, le=65535)
 
     @field_validator("local_ip", "vxlan_group")
     @classmethod

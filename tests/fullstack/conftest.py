@@ -29,16 +29,20 @@ def lbtap_up(tmp_path, netns_names):
     require_root()
     procs: list[harness.LbtapUp] = []
 
-    def start(config: str = "", host: str = "host1", netns: str | None = None, workdir=None) -> harness.LbtapUp:
+    def start(config: str = "", host: str | None = None, netns: str | None = None, workdir=None) -> harness.LbtapUp:
         wd = workdir or tmp_path / f"up{len(procs)}"
         wd.mkdir(exist_ok=True)
-        up = harness.LbtapUp(wd, netns=netns or netns_names("h"), host=host, config=config)
+        # A test-prefixed host: the DHCP/L3 namespaces it creates carry it as suffix.
+        up = harness.LbtapUp(wd, netns=netns or netns_names("h"), host=host or unique_netns("h"), config=config)
         procs.append(up)
         return up.start()
 
     yield start
     for up in procs:
         up.stop()
+        # dnsmasq and qdhcp-/qrouter- namespaces outlive an agent by design (a restarted
+        # agent adopts them); a test leaves none behind.
+        harness.cleanup_network_agents(up)
 
 
 @pytest.fixture

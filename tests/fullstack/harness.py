@@ -6,6 +6,7 @@ fixtures that created it; processes are stopped by the PID we started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -169,6 +170,43 @@ class LbtapUp:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
         return r
+
+
+def cleanup_network_agents(up: "LbtapUp") -> None:
+    """After ``up`` stopped: stop the dnsmasq processes serving from its state dir (by
+    PID, after checking their command line) and delete the DHCP/router namespaces it
+    created: those of the networks and routers in its SQLite database, and any
+    carrying its host name when that is test-prefixed (``lbtt…``)."""
+    import sqlite3
+
+    state = str(up.workdir / "state")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"dnsmasq") and any(state.encode() in a for a in args):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    ids: set[str] = set()
+    db = up.workdir / "state" / "lbtap.sqlite"
+    if db.exists():
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            for table in ("networks", "routers"):
+                try:
+                    ids |= {r[0] for r in conn.execute(f"SELECT id FROM {table}")}
+                except sqlite3.Error:
+                    pass
+    for name in sh("ip", "netns", "list").stdout.split():
+        if not name.startswith(("qdhcp-", "qrouter-")) or not name.endswith("-" + up.host):
+            continue
+        rid = name.split("-", 1)[1][: -len(up.host) - 1]
+        if rid in ids or up.host.startswith("lbtt"):
+            sh("ip", "netns", "del", name, check=False)
 
 
 class LbtapProc:

@@ -18,10 +18,18 @@ report_interval = 1.0
 """
 
 
-def make_net(up, name, cidr="10.10.0.0/24"):
+def make_net(up, name, cidr="10.10.0.0/24", dhcp=True):
     net = up.create("networks", name=name)
-    sub = up.create("subnets", network_id=net["id"], cidr=cidr, ip_version=4)
+    sub = up.create("subnets", network_id=net["id"], cidr=cidr, ip_version=4, enable_dhcp=dhcp)
     return net, sub
+
+
+def wait_dhcp_port_active(up, net):
+    """`lbtap up` runs a DHCP agent: its port on the network is one more ACTIVE tap."""
+    def active():
+        r = up.api.get("/v2.0/ports", params={"network_id": net["id"], "device_owner": "network:dhcp"})
+        return [p for p in r.json()["ports"] if p["status"] == "ACTIVE"]
+    return h.wait_for(active, 15, what="DHCP port ACTIVE")[0]
 
 
 def plug_guest(up, netns_names, net, **port_kw):
@@ -37,7 +45,8 @@ def ip_of(port):
 
 def test_plug_unplug_status_and_bridge_lifecycle(lbtap_up, netns_names):
     up = lbtap_up(CONFIG)
-    net, _ = make_net(up, "n1")
+    # No DHCP: a DHCP port is a port too, and would keep the bridge this test watches.
+    net, _ = make_net(up, "n1", dhcp=False)
     br = bridge_name(net["id"])
     assert br not in h.link_names(up.netns), "a network alone must not create a bridge"
 
@@ -64,8 +73,9 @@ def test_plug_unplug_status_and_bridge_lifecycle(lbtap_up, netns_names):
 
 def test_networks_are_isolated_even_with_the_same_cidr(lbtap_up, netns_names):
     up = lbtap_up(CONFIG)
-    net_a, _ = make_net(up, "a", "10.30.0.0/24")
-    net_b, sub_b = make_net(up, "b", "10.30.0.0/24")
+    # No DHCP: network b's DHCP port could hold the address of a guest on a, and answer.
+    net_a, _ = make_net(up, "a", "10.30.0.0/24", dhcp=False)
+    net_b, sub_b = make_net(up, "b", "10.30.0.0/24", dhcp=False)
     a1, ga1 = plug_guest(up, netns_names, net_a)
     a2, ga2 = plug_guest(up, netns_names, net_a)
     b1, gb1 = plug_guest(up, netns_names, net_b, fixed_ips=[{"subnet_id": sub_b["id"], "ip_address": "10.30.0.200"}])
@@ -84,7 +94,9 @@ def test_restart_keeps_ports_active_without_reporting_them_again(lbtap_up, netns
     ports = [plug_guest(up, netns_names, net) for _ in range(3)]
     for p, _ in ports:
         up.wait_status(p["id"], "ACTIVE")
-    assert up.metric("lbtap_device_status_reports_total", kind="up") == 3
+    wait_dhcp_port_active(up, net)
+    # Three guests and the DHCP agent's port: one up report each.
+    assert up.metric("lbtap_device_status_reports_total", kind="up") == 4
 
     assert up.stop() == 0
     up.start()

@@ -208,14 +208,18 @@ def test_commands_against_a_running_lbtap_up(tmp_path):
     try:
         up.start()
         net = up.create("networks", name="n1")
-        up.create("subnets", network_id=net["id"], cidr="10.10.0.0/24", ip_version=4)
+        # No DHCP: the port table below is about vm1 alone (a DHCP port would be listed too).
+        up.create("subnets", network_id=net["id"], cidr="10.10.0.0/24", ip_version=4, enable_dhcp=False)
         port = up.create("ports", network_id=net["id"], name="vm1")
         up.vif("plug", port["id"], "--guest-netns", guest)
         up.wait_status(port["id"], "ACTIVE")
 
         p = lbtap("status", "--url", up.url, "--json")
         assert p.returncode == 0, p.stderr
-        [agent] = [a for a in json.loads(p.stdout)["agents"] if a["host"] == "host1"]
+        # `lbtap up` runs the L2, DHCP and L3 agents of host1.
+        agents = [a for a in json.loads(p.stdout)["agents"] if a["host"] == "host1"]
+        assert {a["agent_type"] for a in agents} == {"Linux bridge agent", "DHCP agent", "L3 agent"}
+        [agent] = [a for a in agents if a["agent_type"] == "Linux bridge agent"]
         assert agent["alive"] and agent["heartbeat_age"] is not None and agent["rss_bytes"] > 0
 
         p = lbtap("ports", "--url", up.url, "--json")

@@ -79,7 +79,11 @@ class BaseExtension:
 
 # Extensions enabled by name in ``agent.extensions``; each entry is "module:Class".
 # Features register themselves here as they land.
-KNOWN_EXTENSIONS: dict[str, str] = {}
+KNOWN_EXTENSIONS: dict[str, str] = {
+    "l2pop": "lbtap.agent.l2pop:L2PopExtension",
+    "security": "lbtap.agent.security:SecurityExtension",
+    "qos": "lbtap.agent.qos:QosExtension",
+}
 
 
 def load_extensions(names: tuple[str, ...] | None) -> list[AgentExtension]:

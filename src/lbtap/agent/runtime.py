@@ -156,6 +156,10 @@ class L2Agent:
         await self.bus.serve(topics.agent_host_topic(self.cfg.host), self._handle_cast)
         for ext in self.extensions:
             await ext.start()
+        if self.cfg.test_hooks:
+            from lbtap.agent import testhooks
+
+            testhooks.install(self)
         log.info("agent %s managing %s", self.cfg.host, f"netns {self.cfg.netns}" if self.cfg.netns else "the current namespace")
 
     def stop(self) -> None:
@@ -324,6 +328,9 @@ class L2Agent:
             # 0 means the host has converged.
             "pending": snap.get("waiting_details", 0) + snap.get("reports_pending", 0),
             "retrying": len(snap.get("retrying", {})),
+            # Why each retrying device fails (for `lbtap explain`); bounded for big hosts.
+            "retrying_devices": {name: {"attempts": r["attempts"], "error": r["error"]}
+                                 for name, r in sorted(snap.get("retrying", {}).items())[:100]},
             "tunnel_types": ["vxlan"] if cfg.local_ip else [],
             "tunneling_ip": cfg.local_ip,
             "l2_population": cfg.l2_population,
@@ -360,9 +367,20 @@ async def run_agent(settings: Settings) -> None:
     await bus.start()
     agent = L2Agent(settings, bus)
     _stop_on_signals(agent.stop)
+    stop_metrics = None
     try:
+        if settings.agent.metrics_port:
+            from lbtap.agent.metrics import serve_agent_metrics
+            from lbtap.config import ConfigError
+
+            try:
+                stop_metrics = serve_agent_metrics(agent, settings.agent.metrics_port)
+            except OSError as e:
+                raise ConfigError(f"agent.metrics_port {settings.agent.metrics_port}: {e.strerror or e}") from None
         await agent.run()
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
         await bus.close()
 
 

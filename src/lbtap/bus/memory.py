@@ -169,10 +169,16 @@ class MemoryBus(Bus):
             target = self._route(q, env)
         if target is not None:
             target.bus._deliver(target, env)
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives
+        # as the reply does, and a cancelled heartbeat loop would then never end.
         try:
-            reply = await asyncio.wait_for(env.reply, timeout)
-        except asyncio.TimeoutError:
-            raise CallTimeout(f"{method} on {topic!r}: no answer within {timeout}s") from None
+            done, _ = await asyncio.wait({env.reply}, timeout=timeout)
+        finally:
+            if not env.reply.done():
+                env.reply.cancel()  # the caller gave up: the message is expired
+        if not done:
+            raise CallTimeout(f"{method} on {topic!r}: no answer within {timeout}s")
+        reply = env.reply.result()
         if "error" in reply:
             err = reply["error"]
             raise RemoteError(err["type"], err["message"])

@@ -66,6 +66,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
         "agent.netns": g("netns"),
         "agent.physical_interface_mappings": parse_mappings(mappings) if mappings else None,
         "agent.local_ip": g("local_ip"),
+        "agent.metrics_port": g("metrics_port"),
     }
     return load_settings(g("config"), overrides)
 
@@ -143,6 +144,7 @@ def make_parser() -> argparse.ArgumentParser:
     _common_settings_args(p)
     _agent_args(p)
     p.add_argument("--transport-url", help="bus URL (amqp://... to reach a separate server)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT (default off)")
     p.set_defaults(func=cmd_agent)
 
     for module in ("lbtap.compute.cli", "lbtap.cli.resources", "lbtap.monitoring.cli", "lbtap.cli.agents"):

@@ -75,7 +75,10 @@ def cmd_plug(args: argparse.Namespace) -> int:
         host, guest = _drivers(args.netns, args.guest_netns)
         try:
             if guest is not None:
-                name = vif.plug_guest(host, guest, args.guest_netns, port, vif.guest_config(port, subnets, mtu))
+                cfg = vif.guest_config(port, subnets, mtu)
+                if getattr(args, "dhcp", False):  # the guest's DHCP client configures it
+                    cfg = vif.GuestConfig(mac=cfg.mac, mtu=cfg.mtu, addresses=(), gateways=())
+                name = vif.plug_guest(host, guest, args.guest_netns, port, cfg)
             else:
                 name = vif.plug_tap(host, port, mtu)
         finally:
@@ -131,4 +134,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         if action == "plug":
             a.add_argument("--host", default=socket.gethostname(), help="binding:host_id to set (default: hostname)")
             a.add_argument("--no-bind", action="store_true", help="do not set binding:host_id")
+            a.add_argument("--dhcp", action="store_true",
+                           help="with --guest-netns: leave eth0 unaddressed for a DHCP client")
         a.set_defaults(func=_run(fn))

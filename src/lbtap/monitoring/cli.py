@@ -363,3 +363,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="agent host whose bound ports belong here (default: the agent of --netns)")
     p.add_argument("--no-db", action="store_true", help="skip the API and run the host checks only")
     p.set_defaults(func=cmd_doctor)
+
+    from lbtap.monitoring import eventscli
+
+    eventscli.register(sub)  # events, explain

@@ -11,13 +11,15 @@ agent -> server, calls on ``topics.PLUGIN`` (``report_state`` on ``topics.REPORT
   ``update_device_up(device, agent_id, host)`` / ``update_device_down(...)`` -> dict
   ``report_state(agent_state: dict, time: str | float)`` -> ``"alive"`` or ``"revived"``
       (``agent_state`` is ``dataclasses.asdict(AgentState)``)
+  ``get_fdb_entries(host)`` -> ``fdb_entries`` dict (l2population resync; lbtap's own)
 
 server -> agents, one-way:
   fanout on ``topics.AGENT_FANOUT``: ``port_update(port)``, ``port_delete(port_id)``,
   ``network_update(network)``, ``network_delete(network_id)``,
   ``fdb_add(fdb_entries)``, ``fdb_remove(fdb_entries)``;
-  cast on ``topics.agent_host_topic(host)``: ``port_update(port)`` and
-  ``port_delete(port_id)`` for one host's agent.
+  cast on ``topics.agent_host_topic(host)``: ``port_update(port)``,
+  ``port_delete(port_id)``, ``fdb_add(fdb_entries)`` and ``fdb_remove(fdb_entries)`` for
+  one host's agent.
 
 The receiving side uses :class:`Dispatcher` as its bus handler.
 """
@@ -93,6 +95,14 @@ class PluginClient:
             device=device, agent_id=agent_id, host=host,
         )
 
+    async def get_fdb_entries(self, host: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """l2population resync: every remote forwarding entry of the VXLAN networks
+        ``host`` has ports on, in the ``fdb_entries`` shape (its own VTEP left out)."""
+        return dict(await self.bus.call(
+            topics.PLUGIN, topics.GET_FDB_ENTRIES, timeout=self.timeout if timeout is None else timeout,
+            host=host,
+        ) or {})
+
     async def report_state(self, state: AgentState, time: float | str | _dt.datetime) -> str:
         """Heartbeat on ``topics.REPORTS``; returns the server's verdict ("alive",
         "revived"). ``time`` is the agent's clock (datetimes travel as ISO 8601)."""
@@ -137,12 +147,20 @@ class AgentNotifier:
     async def network_delete(self, network_id: str) -> None:
         await self.bus.fanout(topics.AGENT_FANOUT, topics.NETWORK_DELETE, network_id=network_id)
 
-    async def fdb_add(self, entries: Mapping[str, Any]) -> None:
-        """l2population: forwarding entries to add (Neutron's ``fdb_entries`` shape)."""
-        await self.bus.fanout(topics.AGENT_FANOUT, topics.FDB_ADD, fdb_entries=dict(entries))
+    async def fdb_add(self, entries: Mapping[str, Any], host: str | None = None) -> None:
+        """l2population: forwarding entries to add (Neutron's ``fdb_entries`` shape), to
+        every agent or only to ``host``'s (the full set for its first port on a network)."""
+        await self._fdb(topics.FDB_ADD, entries, host)
 
-    async def fdb_remove(self, entries: Mapping[str, Any]) -> None:
-        await self.bus.fanout(topics.AGENT_FANOUT, topics.FDB_REMOVE, fdb_entries=dict(entries))
+    async def fdb_remove(self, entries: Mapping[str, Any], host: str | None = None) -> None:
+        """l2population: forwarding entries to remove, to every agent or only ``host``'s."""
+        await self._fdb(topics.FDB_REMOVE, entries, host)
+
+    async def _fdb(self, method: str, entries: Mapping[str, Any], host: str | None) -> None:
+        if host is None:
+            await self.bus.fanout(topics.AGENT_FANOUT, method, fdb_entries=dict(entries))
+        else:
+            await self.bus.cast(topics.agent_host_topic(host), method, fdb_entries=dict(entries))
 
 
 class UnknownMethod(Exception):

@@ -16,6 +16,7 @@ UPDATE_DEVICE_LIST = "update_device_list"
 UPDATE_DEVICE_UP = "update_device_up"
 UPDATE_DEVICE_DOWN = "update_device_down"
 REPORT_STATE = "report_state"
+GET_FDB_ENTRIES = "get_fdb_entries"  # l2population resync (lbtap extension)
 
 # server -> agents
 PORT_UPDATE = "port_update"

@@ -15,6 +15,9 @@ from lbtap import __version__
 from lbtap.config import Settings
 from lbtap.server.api import RESOURCES, build_resources_router, build_versions_router, implemented_extensions
 from lbtap.server.api.common import NeutronJSONResponse, install_error_handlers
+from lbtap.server.api.routers_api import build_router_actions
+from lbtap.server.api.events import build_events_router
+from lbtap.server.api.security_api import build_qos_rules_router
 from lbtap.server.auth import make_authenticator
 from lbtap.server.context import Context
 from lbtap.server.metrics import ApiMetrics, MetricsMiddleware
@@ -77,6 +80,9 @@ def create_app(settings: Settings, services: Any, *, registry: CollectorRegistry
     extensions = implemented_extensions(services.attribute_names)
     app.include_router(build_versions_router(collections, extensions, context_dependency))
     app.include_router(build_resources_router(services, context_dependency))
+    app.include_router(build_router_actions(services, context_dependency))
+    app.include_router(build_events_router(context_dependency))
+    app.include_router(build_qos_rules_router(services, context_dependency))
 
     metrics = ApiMetrics(registry, _port_status_counter(services))
 

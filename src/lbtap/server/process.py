@@ -42,11 +42,14 @@ class ServerParts:
     status_listeners: list[Callable[[str, list[str], list[str]], None]] = field(default_factory=list)
     # Extra Notifier objects: every data-layer notification also reaches them.
     notifiers: list[Any] = field(default_factory=list)
+    # Called after each get_devices_details_list, in the handler's thread, with
+    # (host, devices, details as sent): e.g. the port timeline's "device seen".
+    details_listeners: list[Callable[[str, list[str], list[dict]], None]] = field(default_factory=list)
 
 
 # Server extensions, each a module with ``install(parts: ServerParts) -> None``; features
 # (security groups, l3, dhcp, l2population, events) register here as they land.
-EXTENSION_MODULES: tuple[str, ...] = ()
+EXTENSION_MODULES: tuple[str, ...] = ("lbtap.server.l2pop", "lbtap.server.dhcp_ext", "lbtap.server.l3_ext", "lbtap.server.events", "lbtap.server.security_ext")
 
 
 RPC_METHODS = (
@@ -136,6 +139,17 @@ async def serve_rpc(parts: ServerParts) -> None:
         notify_status(host, [], [device])
         return result
 
+    def get_devices_details_list(devices=(), agent_id="", host="", **kw):
+        result = parts.rpc.get_devices_details_list(list(devices), agent_id, host, **kw)
+        for listener in parts.details_listeners:
+            try:
+                listener(host, list(devices), result)
+            except Exception:
+                log.exception("details listener %r failed", listener)
+        return result
+
+    if parts.details_listeners:
+        handlers[topics.GET_DEVICES_DETAILS_LIST] = get_devices_details_list
     handlers[topics.UPDATE_DEVICE_LIST] = update_device_list
     handlers[topics.UPDATE_DEVICE_UP] = update_device_up
     handlers[topics.UPDATE_DEVICE_DOWN] = update_device_down

@@ -48,7 +48,10 @@ NET_COLUMNS = (Network.id, Network.admin_state_up, Network.network_type, Network
 STATUS_FIXED_OWNERS = (c.DEVICE_OWNER_FLOATINGIP,)
 
 
-def _json_list(text: str | None) -> list:
+def _json_list(text: str | list | None) -> list:
+    # psycopg decodes json columns itself even through type_coerce(Text): a list here.
+    if isinstance(text, list):
+        return text
     return json.loads(text) if text and text != "[]" else []
 
 

@@ -36,6 +36,7 @@ class FakeServer:
     def __init__(self) -> None:
         self.ports: dict[str, DeviceDetails] = {}  # by tap name
         self.reachable = True
+        self.lose_answers = False  # apply reports but lose the answer (outage mid-call)
         self.fail_up: set[str] = set()  # devices the server lists as failed_devices_up
         self.up_msgs: Counter[str] = Counter()
         self.down_msgs: Counter[str] = Counter()
@@ -65,6 +66,8 @@ class FakeServer:
             self.down_msgs[d] += 1
             if d in self.ports:
                 self.ports[d] = replace(self.ports[d], status=c.PORT_STATUS_DOWN)
+        if self.lose_answers:
+            return None
         return {"devices_up": [d for d in up if d not in failed], "devices_down": down,
                 "failed_devices_up": failed, "failed_devices_down": []}
 

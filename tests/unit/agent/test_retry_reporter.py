@@ -52,9 +52,11 @@ def test_server_outage_keeps_batch_pending_without_duplicates():
     up, down = r.take(0)
     r.sent(up, down, None, 0)  # unreachable
     assert r.take(0.1) == ([], [])  # server in backoff
-    assert r.next_due(0.1) == 0.5
+    assert r.unsure() == ["t1", "t2"]  # their report may have landed: read the status first
     r.device_gone("t2")  # left before its up was acked: send down, not up
+    r.server_status("t1", False)  # read again: the server never got it
     r.want("t3", True)
+    assert r.next_due(0.1) == 0.5
     up, down = r.take(0.5)
     assert (up, down) == (["t1", "t3"], ["t2"])
     r.sent(up, down, _ack(up, down), 0.5)
@@ -100,3 +102,24 @@ def test_up_in_flight_then_gone_sends_down_after_ack():
     r.device_gone("t1")
     r.sent(up, [], _ack(up, []), 0)
     assert r.take(0) == ([], ["t1"])
+
+
+def test_lost_answer_of_an_applied_report_is_not_sent_again():
+    r = Reporter(0.5, 30)
+    r.want("t1", True)
+    up, down = r.take(0)
+    r.sent(up, down, None, 0)  # the answer was lost, the server applied it
+    assert r.take(1) == ([], [])  # unsure: nothing is sent on a guess
+    r.want("t1", True)  # re-wiring meanwhile changes nothing
+    assert r.take(1) == ([], [])
+    r.server_status("t1", True)  # details read again: ACTIVE already
+    assert r.take(1) == ([], []) and r.pending_count == 0 and r.unsure() == []
+
+
+def test_unsure_device_with_no_server_status_is_reported():
+    r = Reporter(0.5, 30)
+    r.want("t1", True)
+    up, down = r.take(0)
+    r.sent(up, down, None, 0)
+    r.server_status("t1", None)  # the server says nothing: report what we want
+    assert r.take(1) == (["t1"], [])

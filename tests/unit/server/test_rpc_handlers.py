@@ -152,13 +152,16 @@ def test_thousand_devices_in_one_call(w):
 
 
 def test_details_carry_pairs_groups_and_network_admin_state(w):
-    sg = "8c0a6d8e-7a2b-4a53-9d39-1b6a5d0b6b38"
+    sg = w.svc.create(ADMIN, "security_groups", {"name": "web"})["id"]
     p = w.port(allowed_address_pairs=[{"ip_address": "10.0.0.0/28", "mac_address": "fa:16:3e:aa:bb:cc"},
                                       {"ip_address": "10.0.0.99"}],
-               security_groups=[sg], port_security_enabled=False)
+               security_groups=[sg])
+    off = w.port(port_security_enabled=False)
     w.svc.update(ADMIN, "networks", w.net["id"], {"admin_state_up": False})
     [d] = w.rpc.get_devices_details_list([tap_name(p["id"])], "a", "h1")
     assert d["allowed_address_pairs"] == [{"ip_address": "10.0.0.0/28", "mac_address": "fa:16:3e:aa:bb:cc"},
                                           {"ip_address": "10.0.0.99", "mac_address": None}]
-    assert d["security_groups"] == [sg] and d["port_security_enabled"] is False
+    assert d["security_groups"] == [sg] and d["port_security_enabled"] is True
     assert d["admin_state_up"] is False
+    [d_off] = w.rpc.get_devices_details_list([tap_name(off["id"])], "a", "h1")
+    assert d_off["security_groups"] == [] and d_off["port_security_enabled"] is False

@@ -189,7 +189,7 @@ def test_filters_sorting_and_paging(svc):
 
 def test_unknown_resource_and_attribute_names(svc):
     with pytest.raises(errors.NotFound):
-        svc.list(ADMIN, "routers", ListQuery())
+        svc.list(ADMIN, "bgpvpns", ListQuery())
     assert {"provider:network_type", "router:external", "subnets"} <= svc.attribute_names("networks")
     assert {"binding:host_id", "fixed_ips", "status"} <= svc.attribute_names("ports")
 

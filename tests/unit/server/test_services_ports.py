@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import time
 
 import pytest
 
@@ -183,16 +182,14 @@ def test_bulk_is_atomic(w):
     assert w.count() == 0
 
 
-def test_bulk_of_1000_is_fast_and_distinct(tmp_path):
+def test_bulk_of_1000_is_distinct(tmp_path):
+    """Speed is measured by bench/api.py; this checks the result."""
     w = World(tmp_path)
     net = w.svc.create(ADMIN, "networks", {})
     w.svc.create(ADMIN, "subnets", {"network_id": net["id"], "ip_version": 4, "cidr": "10.50.0.0/20"})
-    start = time.perf_counter()
     ports = w.svc.create_bulk(ADMIN, "ports", [{"network_id": net["id"]} for _ in range(1000)])
-    elapsed = time.perf_counter() - start
     assert len({p["fixed_ips"][0]["ip_address"] for p in ports}) == 1000
     assert len({p["mac_address"] for p in ports}) == 1000
-    assert elapsed < 2.0, elapsed
     assert len(w.svc.list(ADMIN, "ports", ListQuery(filters={"network_id": [net["id"]]})).items) == 1000
 
 

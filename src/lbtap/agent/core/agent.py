@@ -435,6 +435,15 @@ class AgentCore:
         """Outcome of ``update_device_list``; ``result`` None when the server was unreachable."""
         self._tick(now)
         self.reporter.sent(up, down, result, now)
+        if result is None:
+            # Re-read the server's status of every device whose report may or may not
+            # have landed, instead of risking a second ``up``.
+            for name in self.reporter.unsure():
+                dev = self._devices.get(name)
+                if dev is not None:
+                    self._want_details.add(name)
+                    if dev.asking:
+                        dev.ask_again = True
 
     # ---- scheduling and metrics ----------------------------------------------------------------------
     def next_wakeup(self, now: float) -> float | None:

@@ -9,6 +9,9 @@ A device is pending while they differ. Consequences:
 * a batch lost to a server outage is not re-sent as recorded; the next batch is built
   from the current state, so a device that went away meanwhile sends ``down``, not a
   stale ``up``, and nothing is sent twice;
+* a batch whose answer was lost may still have been applied: its devices become
+  *unsure* and are not re-sent until the server's status has been read again (with
+  the device details), so an outage never turns into a second ``up``;
 * devices the server lists as failed are retried on their own with backoff.
 """
 
@@ -31,6 +34,7 @@ class Reporter:
         self._gone: set[str] = set()  # forget these once their down is acked
         self._pending: set[str] = set()
         self._inflight: set[str] = set()
+        self._unsure: set[str] = set()  # outcome of their last report unknown
         self._device_retry = Backoff(retry_initial, retry_max)
         self._server_retry = Backoff(retry_initial, retry_max)
         self.counters = {"batches": 0, "sent_up": 0, "sent_down": 0, "acked_up": 0, "acked_down": 0,
@@ -41,6 +45,13 @@ class Reporter:
         """The server's view as read with the device details. Seeds ``acked`` only for a
         device we have not reported yet: a restarted agent does not re-report ACTIVE ports.
         """
+        if device in self._unsure and device not in self._inflight:
+            # The truth after a report whose answer was lost (None: server knows nothing).
+            self._unsure.discard(device)
+            if up is not None:
+                self._acked[device] = up
+            self._sync(device)
+            return
         if up is not None and device not in self._acked and device not in self._inflight:
             self._acked[device] = up
             self._sync(device)
@@ -53,8 +64,10 @@ class Reporter:
 
     def device_gone(self, device: str) -> None:
         """The device left the host: the server should hear ``down`` unless it already holds it."""
-        if device not in self._want and device not in self._acked:
+        if device not in self._want and device not in self._acked and device not in self._unsure:
             return
+        # Nobody will read its status again: a possibly duplicate down is harmless.
+        self._unsure.discard(device)
         self._want[device] = False
         self._gone.add(device)
         self._sync(device)
@@ -65,9 +78,22 @@ class Reporter:
         self._acked.pop(device, None)
         self._gone.discard(device)
         self._pending.discard(device)
+        self._unsure.discard(device)
         self._device_retry.forget(device)
 
+    def forget_acks(self) -> int:
+        """Testing only: forget what the server acknowledged, so every wanted status is
+        sent again (the duplicate reports of a storm, on purpose). Returns how many."""
+        devices = [d for d in self._acked if d in self._want and d not in self._inflight]
+        for device in devices:
+            del self._acked[device]
+            self._sync(device)
+        return len(devices)
+
     def _sync(self, device: str) -> None:
+        if device in self._unsure:
+            self._pending.discard(device)
+            return
         want = self._want.get(device)
         if want is not None and want != self._acked.get(device):
             self._pending.add(device)
@@ -110,8 +136,10 @@ class Reporter:
             self._server_retry.failed(_SERVER, now)
             for device in (*up, *down):
                 # The call may have been processed with only the answer lost: the
-                # server's status is unknown now, so whatever we want next gets sent.
+                # server's status is unknown until read again (``server_status``).
                 self._acked.pop(device, None)
+                if device in self._want:
+                    self._unsure.add(device)
                 self._sync(device)
             return
         self._server_retry.succeeded(_SERVER)
@@ -129,6 +157,10 @@ class Reporter:
                 self._sync(device)
 
     # ---- queries ---------------------------------------------------------------------------
+    def unsure(self) -> list[str]:
+        """Devices whose server status must be read again before reporting them."""
+        return sorted(self._unsure)
+
     def next_due(self, now: float) -> float | None:
         """When ``take`` will next return something: ``now`` if it would already."""
         server = self._server_retry.get(_SERVER)

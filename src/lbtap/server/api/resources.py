@@ -33,6 +33,12 @@ class ResourceSpec:
     collection: str
     member: str
     create: bool = True
+    path: str | None = None  # URL under /v2.0/ when not the collection name
+    plural: str | None = None  # body wrapper of lists when not the collection name
+
+    @property
+    def key(self) -> str:
+        return self.plural or self.collection
 
 
 RESOURCES = (
@@ -41,6 +47,11 @@ RESOURCES = (
     ResourceSpec("ports", "port"),
     # Agents register themselves over RPC; the API only reads, updates and deletes them.
     ResourceSpec("agents", "agent", create=False),
+    ResourceSpec("security_groups", "security_group", path="security-groups"),
+    ResourceSpec("security_group_rules", "security_group_rule", path="security-group-rules"),
+    ResourceSpec("qos_policies", "policy", path="qos/policies", plural="policies"),
+    ResourceSpec("routers", "router"),
+    ResourceSpec("floatingips", "floatingip"),
 )
 
 
@@ -53,14 +64,14 @@ def unwrap_create(body: Any, spec: ResourceSpec) -> tuple[bool, Any]:
         if not isinstance(item, dict):
             raise BadRequest(f"'{spec.member}' must be an object.", type_name="InvalidInput")
         return False, item
-    if set(body) == {spec.collection}:
-        items = body[spec.collection]
+    if set(body) == {spec.key}:
+        items = body[spec.key]
         if not isinstance(items, list) or not items:
-            raise BadRequest(f"'{spec.collection}' must be a non-empty list.", type_name="InvalidInput")
+            raise BadRequest(f"'{spec.key}' must be a non-empty list.", type_name="InvalidInput")
         if len(items) > MAX_BULK:
-            raise BadRequest(f"At most {MAX_BULK} {spec.collection} per bulk request.", type_name="InvalidInput")
+            raise BadRequest(f"At most {MAX_BULK} {spec.key} per bulk request.", type_name="InvalidInput")
         if not all(isinstance(i, dict) for i in items):
-            raise BadRequest(f"Every item of '{spec.collection}' must be an object.", type_name="InvalidInput")
+            raise BadRequest(f"Every item of '{spec.key}' must be an object.", type_name="InvalidInput")
         return True, items
     raise BadRequest(f"Unable to find '{spec.member}' in request body.", type_name="InvalidInput")
 
@@ -78,8 +89,8 @@ def unwrap_update(body: Any, spec: ResourceSpec) -> dict:
 
 def _add_routes(router: APIRouter, spec: ResourceSpec, services: Any,
                 authenticate: Callable[..., Context]) -> None:
-    coll, member = spec.collection, spec.member
-    base = f"/v2.0/{coll}"
+    coll, member, key = spec.collection, spec.member, spec.key
+    base = f"/v2.0/{spec.path or coll}"
     item_path = base + "/{id}"
     tags = [coll]
     try:
@@ -91,10 +102,10 @@ def _add_routes(router: APIRouter, spec: ResourceSpec, services: Any,
         params = request.query_params
         cq = parse_collection_query(params)
         result = await run_in_threadpool(services.list, ctx, coll, cq.query)
-        body: dict[str, Any] = {coll: [project(i, cq.fields) for i in result.items]}
+        body: dict[str, Any] = {key: [project(i, cq.fields) for i in result.items]}
         links = pagination_links(request.url, params, cq.query, result.items, result.has_more)
         if links:
-            body[f"{coll}_links"] = links
+            body[f"{key}_links"] = links
         return NeutronJSONResponse(body)
 
     async def show_item(request: Request, id: str, ctx: Context = Depends(authenticate)) -> Response:
@@ -106,7 +117,7 @@ def _add_routes(router: APIRouter, spec: ResourceSpec, services: Any,
         bulk, payload = unwrap_create(await read_json_body(request), spec)
         if bulk:
             items = await run_in_threadpool(services.create_bulk, ctx, coll, payload)
-            return NeutronJSONResponse({coll: items}, status_code=201)
+            return NeutronJSONResponse({key: items}, status_code=201)
         item = await run_in_threadpool(services.create, ctx, coll, payload)
         return NeutronJSONResponse({member: item}, status_code=201)
 

@@ -48,9 +48,11 @@ from lbtap.server.notifier import Notifier
 from lbtap.server.services import attributes
 from lbtap.server.services.agents import AgentService
 from lbtap.server.services.base import ResourceService
+from lbtap.server.services.l3_wiring import l3_services
 from lbtap.server.services.networks import NetworkService
 from lbtap.server.services.ports import PortService
 from lbtap.server.services.query import ListQuery, ListResult
+from lbtap.server.services.security_wiring import security_services
 from lbtap.server.services.subnets import SubnetService
 
 __all__ = ["Services", "ListQuery", "ListResult"]
@@ -96,6 +98,8 @@ class Services:
             "ports": PortService(*args),
             "agents": AgentService(*args),
         }
+        self._by_name.update(security_services(args, self._by_name))
+        self._by_name.update(l3_services(args, self._by_name))
 
     def _svc(self, resource: str) -> ResourceService:
         try:
@@ -128,6 +132,10 @@ class Services:
     @_db_errors_as_neutron
     def delete(self, ctx: Context, resource: str, id: str) -> None:
         self._svc(resource).delete(ctx, id)
+
+    def service(self, resource: str) -> ResourceService:
+        """The per-resource service (nested routes, e.g. QoS rules, call it directly)."""
+        return self._svc(resource)
 
     def attribute_names(self, resource: str) -> frozenset[str]:
         self._svc(resource)

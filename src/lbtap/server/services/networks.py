@@ -31,6 +31,8 @@ class NetworkService(ResourceService):
     """Networks with their segment; ``provider:*`` shown to admins only."""
 
     resource = "networks"
+    # Callables (session, ctx, values, given, create) run in the write transaction.
+    write_checks: tuple = ()
     model = Network
     not_found = errors.NetworkNotFound
 
@@ -121,6 +123,8 @@ class NetworkService(ResourceService):
             segmentation_id=seg.segmentation_id,
             created_at=now, updated_at=now, revision_number=0,
         )
+        for check in self.write_checks:  # e.g. the QoS policy must exist
+            check(session, ctx, {"qos_policy_id": net.qos_policy_id}, given, True)
         session.add(net)
         session.flush()
         segs.reserve(net.id, seg)
@@ -146,6 +150,8 @@ class NetworkService(ResourceService):
                     raise errors.InvalidSharedSetting(
                         f"Unable to reconfigure sharing settings for network {id}. "
                         "Multiple tenants are using it.")
+            for check in self.write_checks:
+                check(session, ctx, {"qos_policy_id": given.get("qos_policy_id", net.qos_policy_id)}, given, False)
             columns = {"router:external": "router_external"}
             changed = False
             for key, value in given.items():

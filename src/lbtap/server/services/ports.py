@@ -38,12 +38,22 @@ def ip_sort_key(fixed: dict[str, str]) -> tuple[int, int]:
     return a.version, int(a)
 
 
+# Port values handed to ``write_checks`` on update (on create: the whole new row).
+WRITE_CHECKED = ("project_id", "device_owner", "security_groups", "port_security_enabled",
+                 "allowed_address_pairs", "qos_policy_id")
+
+
 class PortService(ResourceService):
-    """Ports; ``binding:*`` (except vnic_type) shown to admins only."""
+    """Ports; ``binding:*`` (except vnic_type) shown to admins only.
+
+    ``write_checks``: callables ``(session, ctx, values, given, create)`` run inside the
+    write transaction; they may raise, or adjust ``values["security_groups"]``.
+    """
 
     resource = "ports"
     model = Port
     not_found = errors.PortNotFound
+    write_checks: tuple = ()
 
     def visibility(self, ctx: Context) -> ColumnElement[bool]:
         return true() if sees_all(ctx) else Port.project_id == ctx.project_id
@@ -143,6 +153,8 @@ class PortService(ResourceService):
             for given in checked:
                 st = self.network_state(session, ctx, given["network_id"], cache)
                 row = self._new_row(ctx, given, st, now)
+                for check in self.write_checks:  # e.g. security groups, QoS policy
+                    check(session, ctx, row, given, True)
                 owner = row["device_owner"]
                 if "mac_address" in given:
                     if given["mac_address"] in st.macs:
@@ -205,6 +217,12 @@ class PortService(ResourceService):
                 if key in given and getattr(port, col) != given[key]:
                     setattr(port, col, given[key])
                     changed = True
+            if self.write_checks:
+                values = {k: getattr(port, k) for k in WRITE_CHECKED}
+                for check in self.write_checks:
+                    check(session, ctx, values, given, False)
+                if values["security_groups"] != port.security_groups:
+                    port.security_groups = values["security_groups"]
             st = None
             if "mac_address" in given and given["mac_address"] != port.mac_address:
                 st = self.network_state(session, ctx, port.network_id, {})

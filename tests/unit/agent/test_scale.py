@@ -1,4 +1,6 @@
-"""Planning cost: linear, a few milliseconds for 1000 devices; zero ops when wired."""
+"""Planning at scale: 1000 devices give one op each when unwired and none when wired.
+
+Timings are measured by bench/agent_core.py, not asserted here."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ N = 1000
 NETS = [f"{i:08x}-net0-0000-0000-000000000000" for i in range(10)]
 
 
-def _best(fn, repeat=5) -> float:
+def best_of(fn, repeat=5) -> float:
+    """Fastest of ``repeat`` runs (used by bench/agent_core.py)."""
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
@@ -25,7 +28,7 @@ def _best(fn, repeat=5) -> float:
     return best
 
 
-def _host(wired: bool) -> tuple[HostView, Desired]:
+def host_view(wired: bool) -> tuple[HostView, Desired]:
     cfg = settings()
     links = [Link(name=bridge_name(n), index=i + 1, kind="bridge", up=True, mtu=1450) for i, n in enumerate(NETS)]
     links += [Link(name=f"vxlan-{i + 1}", index=100 + i, kind="vxlan", up=True, mtu=1450,
@@ -43,19 +46,15 @@ def _host(wired: bool) -> tuple[HostView, Desired]:
     return view, Desired(nets, ports)
 
 
-def test_plan_1000_unwired_devices_in_a_few_ms():
-    view, desired = _host(wired=False)
+def test_plan_1000_unwired_devices_one_op_each():
+    view, desired = host_view(wired=False)
     ops = plan(desired, view)
     assert len(ops) == N  # one WirePort (mtu, enslave, up) per tap
-    seconds = _best(lambda: plan(desired, view))
-    assert seconds < 0.02, f"plan of {N} devices took {seconds * 1000:.1f} ms"
 
 
-def test_plan_1000_wired_devices_is_empty_and_fast():
-    view, desired = _host(wired=True)
+def test_plan_1000_wired_devices_is_empty():
+    view, desired = host_view(wired=True)
     assert plan(desired, view) == []
-    seconds = _best(lambda: plan(desired, view))
-    assert seconds < 0.01, f"plan of {N} wired devices took {seconds * 1000:.1f} ms"
 
 
 def test_full_scan_of_1000_wired_devices_yields_zero_ops_and_no_reports():
@@ -63,9 +62,7 @@ def test_full_scan_of_1000_wired_devices_yields_zero_ops_and_no_reports():
     for i in range(N):
         h.server.add_port(port_id(i), network_id=NETS[i % len(NETS)], segment=Segment("vxlan", None, i % len(NETS) + 1, 1450))
         h.tap(port_id(i))
-    t = time.perf_counter()
     h.settle()
-    converge = time.perf_counter() - t
     assert sum(h.server.up_msgs.values()) == N and h.server.batches == 1
     links = h.host.list_links()
     ops_before = h.ops_applied
@@ -75,9 +72,6 @@ def test_full_scan_of_1000_wired_devices_yields_zero_ops_and_no_reports():
         return h.core.plan(h.now)
 
     assert scan() == []
-    seconds = _best(scan)
     h.full_scan_due = True
     h.settle()
     assert h.ops_applied == ops_before and sum(h.server.up_msgs.values()) == N
-    assert seconds < 0.05, f"full scan + plan of {N} wired devices took {seconds * 1000:.1f} ms"
-    assert converge < 2.0, f"converging {N} devices on FakeHost took {converge:.2f} s"

@@ -1,0 +1,143 @@
+"""``qos`` L2 agent extension: Neutron bandwidth limits on this host's taps, with tc.
+
+Local copy: the ``PortLimits`` applied per tap and the policy that gave them. Changes:
+
+* ``port_details`` (new device, ``port_update`` — e.g. its ``qos_policy_id`` changed —,
+  or ``network_update``, which re-reads the details of the network's ports, so a
+  network's policy change arrives the same way) marks the device dirty;
+* ``qos_policy_updated(policy_id)`` (a rule of that policy was created, changed or
+  deleted) marks the devices that policy applies to;
+* ``process`` asks the server for the dirty devices' effective rules in one call
+  (``qos_rules_for_devices``) and calls the tc driver only for taps whose limits differ
+  from the applied copy; ``device_gone`` clears the tap's limits (and its ifb).
+
+So a QoS change touches only tc; the firewall never sees it. tc work runs on the host
+worker (pyroute2's sync API needs a thread without a running loop); an agent on a
+``FakeHost`` gets a ``FakeQos``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Mapping
+
+from lbtap.agent.extensions import BaseExtension, CastHandler
+from lbtap.agent.security import RPC_TIMEOUT, Backoff, kernel_backed
+from lbtap.bus.base import BusError
+from lbtap.domain.models import DeviceDetails
+from lbtap.drivers.qos import FakeQos, PortLimits, TcQosDriver, from_rules
+from lbtap.rpc import topics
+
+log = logging.getLogger("lbtap.agent.qos")
+
+QOS_RULES = "qos_rules_for_devices"
+QOS_POLICY_UPDATED = "qos_policy_updated"
+
+
+class QosExtension(BaseExtension):
+    name = "qos"
+
+    def __init__(self, qos_factory: Callable[[Any], Any] | None = None):
+        self._factory = qos_factory
+        self.tc: Any = None  # created on the host worker at first use
+        self.devices: set[str] = set()
+        self.policy: dict[str, str | None] = {}  # tap -> effective policy id, from the server
+        self.applied: dict[str, PortLimits] = {}
+        self._dirty: set[str] = set()
+        self._gone: set[str] = set()
+        self.backoff = Backoff()
+        self.stats = {"rpc_calls": 0, "tc_updates": 0, "errors": 0}
+
+    def bind(self, agent: Any) -> None:
+        super().bind(agent)
+        self.backoff = Backoff(agent.cfg.retry_initial, agent.cfg.retry_max)
+
+    # ---- hooks: record intent only ------------------------------------------------------
+    def port_details(self, details: DeviceDetails) -> None:
+        self.devices.add(details.device)
+        self._gone.discard(details.device)
+        self._dirty.add(details.device)
+
+    def device_gone(self, device: str) -> None:
+        self.devices.discard(device)
+        self._dirty.discard(device)
+        self.policy.pop(device, None)
+        if device in self.applied:
+            self._gone.add(device)
+
+    def cast_handlers(self) -> Mapping[str, CastHandler]:
+        return {QOS_POLICY_UPDATED: self._policy_updated}
+
+    def _policy_updated(self, kwargs: dict[str, Any]) -> None:
+        pid = kwargs.get("policy_id")
+        self._dirty.update(d for d in self.devices if self.policy.get(d) == pid)
+
+    def next_wakeup(self, now: float) -> float | None:
+        return self.backoff.retry_at if (self._dirty or self._gone) and self.backoff.retry_at else None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"limited": len(self.applied), "pending": len(self._dirty) + len(self._gone), **self.stats}
+
+    # ---- the work ----------------------------------------------------------------------
+    async def process(self, now: float) -> None:
+        if not (self._dirty or self._gone) or not self.backoff.due(now):
+            return
+        dirty, self._dirty = {d for d in self._dirty if d in self.devices}, set()
+        gone, self._gone = set(self._gone), set()
+        try:
+            wanted: dict[str, PortLimits] = {}
+            if dirty:
+                self.stats["rpc_calls"] += 1
+                answer = await self.agent.bus.call(topics.PLUGIN, QOS_RULES, timeout=RPC_TIMEOUT,
+                                                   devices=sorted(dirty))
+                for dev in dirty:
+                    entry = (answer or {}).get(dev) or {}
+                    self.policy[dev] = entry.get("qos_policy_id")
+                    wanted[dev] = self._limits(dev, entry.get("rules") or [])
+            changes = {d: lim for d, lim in wanted.items() if self.applied.get(d, PortLimits()) != lim}
+            if changes or gone:
+                await self.agent.on_host(self._apply, changes, sorted(gone))
+        except Exception as e:  # noqa: BLE001 - BusError, HostError: retry the same work later
+            self._dirty |= dirty
+            self._gone |= gone
+            self.stats["errors"] += 1
+            self.backoff.failed(now)
+            log.warning("qos: %d ports not updated, retry in %.1f s: %s", len(dirty) + len(gone),
+                        self.backoff.retry_at - now, e, exc_info=not isinstance(e, BusError))
+            return
+        self.backoff.succeeded()
+
+    @staticmethod
+    def _limits(dev: str, rules: list[Mapping[str, Any]]) -> PortLimits:
+        try:
+            return from_rules(rules)
+        except (KeyError, ValueError) as e:
+            log.error("ignoring QoS rules of %s: %s", dev, e)
+            return PortLimits()
+
+    def _apply(self, changes: dict[str, PortLimits], gone: list[str]) -> None:
+        """On the host worker; ``applied`` follows each tap that succeeded, so a failure
+        half way retries only what is still different."""
+        if self.tc is None:
+            self.tc = (self._factory or self._default_factory)(self.agent)
+        for tap, lim in sorted(changes.items()):
+            if lim.empty:
+                self.tc.clear(tap)
+                self.applied.pop(tap, None)
+            else:
+                self.tc.set_limits(tap, lim.ingress, lim.egress)
+                self.applied[tap] = lim
+            self.stats["tc_updates"] += 1
+        for tap in gone:
+            self.tc.clear(tap)
+            self.applied.pop(tap, None)
+
+    @staticmethod
+    def _default_factory(agent: Any) -> Any:
+        if kernel_backed(agent):
+            return TcQosDriver(agent.cfg.netns)
+        return FakeQos(agent.cfg.netns)
+
+    async def stop(self) -> None:
+        if self.tc is not None and hasattr(self.tc, "close"):
+            await self.agent.on_host(self.tc.close)

@@ -1,0 +1,174 @@
+"""The L3 agent: ``routers_updated`` casts in, ``sync_routers`` out, ``RouterNamespace`` applies.
+
+Seed flow (section 3, router port): the server allocates the router's port and casts
+``routers_updated``; the loop asks ``sync_routers(host)`` for every router this host
+serves and applies each changed one with ``RouterNamespace.sync`` (namespace
+``qrouter-<id>[-<host>]``, ``qr-``/``qg-`` veths whose ``tap`` ends go into the
+namespace the L2 agent manages, addresses, routes, SNAT and floating-IP NAT in one
+nft transaction). Routers the server no longer gives us are destroyed (namespace,
+veths and NAT table go together). A failure is retried for that router only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from typing import Any, Callable
+
+from lbtap.agents.l3_core import L3Intents, plan_routers
+from lbtap.bus.base import Bus, BusError, make_bus
+from lbtap.config import Settings
+from lbtap.domain import constants as c
+from lbtap.domain.models import AgentState
+from lbtap.drivers.host import netns as netns_mod
+from lbtap.drivers.router import LinuxSystem, Router, RouterNamespace
+from lbtap.drivers.router.naming import ROUTER_NS_PREFIX, owned_ids
+from lbtap.rpc import topics
+from lbtap.rpc.proxies import PluginClient
+from lbtap.server import l3_ext as rpcn
+
+log = logging.getLogger("lbtap.l3")
+
+BATCH_DELAY = 0.05
+RESYNC_INTERVAL = 60.0
+RETRY_DELAY = 1.0
+RPC_TIMEOUT = 30.0
+
+
+class L3Agent:
+    """One host's L3 agent. ``run()`` until ``stop()``."""
+
+    def __init__(self, settings: Settings, bus: Bus, *, clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.host = settings.agent.host
+        self.host_netns = settings.agent.netns
+        self.suffix = self.host if settings.agent.netns else None
+        self.bus = bus
+        self.clock = clock
+        self.intents = L3Intents()
+        self.applied: dict[str, dict] = {}
+        self.system = LinuxSystem()
+        self.plugin = PluginClient(bus)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lbtap-l3")
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._next_resync = 0.0
+        self.stats = {"syncs": 0, "applied": 0, "destroyed": 0, "errors": 0}
+
+    async def _host(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _handle_cast(self, method: str, kwargs: dict[str, Any]) -> None:
+        if self.intents.on_cast(method, kwargs):
+            self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        await self.bus.serve(rpcn.L3_TOPIC, self._handle_cast, fanout=True)
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="lbtap-l3-heartbeat")
+        log.info("L3 agent %s: router taps go into %s", self.host, self.host_netns or "this namespace")
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                await self.iterate()
+                timeout = max(0.0, self._next_resync - self.clock())
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                except asyncio.TimeoutError:
+                    pass
+                if not self._stopping.is_set():
+                    await asyncio.sleep(BATCH_DELAY)
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            await self._host(self.system.close)
+            self._pool.shutdown(wait=True)
+
+    def _present(self) -> set[str]:
+        return set(owned_ids(netns_mod.list_namespaces(), ROUTER_NS_PREFIX, self.suffix))
+
+    async def iterate(self) -> None:
+        force = self.clock() >= self._next_resync
+        sync, _deleted = self.intents.take()
+        if not (sync or force):
+            return
+        try:
+            routers = await self.bus.call(topics.PLUGIN, rpcn.SYNC_ROUTERS, timeout=RPC_TIMEOUT, host=self.host)
+        except BusError as e:
+            log.warning("sync_routers failed, retrying: %s", e)
+            self._next_resync = self.clock() + RETRY_DELAY
+            return
+        desired = {r["id"]: r for r in routers}
+        present = await self._host(self._present)
+        to_sync, to_destroy = plan_routers(desired, self.applied, present, force=force)
+        failed = False
+        for rid in to_destroy:
+            try:
+                await self._host(self._destroy, rid)
+                self.applied.pop(rid, None)
+                self.stats["destroyed"] += 1
+                log.info("router %s removed", rid)
+            except Exception as e:
+                failed = True
+                log.error("removing router %s failed, will retry: %s", rid, e)
+        for rid in to_sync:
+            try:
+                result = await self._host(self._sync, desired[rid])
+            except Exception as e:  # this router only; the others are applied
+                failed = True
+                self.stats["errors"] += 1
+                self.applied.pop(rid, None)
+                log.error("applying router %s failed, will retry: %s", rid, e)
+                continue
+            self.applied[rid] = desired[rid]
+            self.stats["applied"] += 1
+            if result.changed or result.problems:
+                log.info("router %s applied: +%s -%s %s", rid, result.created, result.deleted,
+                         "; ".join(result.problems))
+        self.stats["syncs"] += 1
+        self._next_resync = self.clock() + (RETRY_DELAY if failed else RESYNC_INTERVAL)
+
+    def _sync(self, d: dict) -> Any:
+        ns = RouterNamespace(d["id"], host=self.suffix, host_netns=self.host_netns, system=self.system)
+        return ns.sync(Router.from_dict(d))
+
+    def _destroy(self, rid: str) -> None:
+        RouterNamespace(rid, host=self.suffix, host_netns=self.host_netns, system=self.system).destroy()
+
+    def agent_state(self, start: bool = False) -> AgentState:
+        return AgentState(binary="lbtap-l3-agent", host=self.host, agent_type=c.AGENT_TYPE_L3, topic=rpcn.L3_TOPIC,
+                          start_flag=start, configurations={"routers": len(self.applied),
+                                                            "netns": self.host_netns, **self.stats})
+
+    async def _heartbeat_loop(self) -> None:
+        start = True
+        while True:
+            try:
+                await self.plugin.report_state(self.agent_state(start), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                start = False
+            except BusError as e:
+                log.warning("L3 agent heartbeat not delivered: %s", e)
+            await asyncio.sleep(self.settings.agent.report_interval)
+
+
+async def run_l3_agent(settings: Settings) -> None:
+    """``lbtap l3-agent``: the L3 agent alone, talking to a server over the bus."""
+    import signal
+
+    if settings.agent.netns:
+        netns_mod.create(settings.agent.netns)
+    bus = make_bus(settings.bus.transport_url)
+    await bus.start()
+    agent = L3Agent(settings, bus)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, agent.stop)
+    try:
+        await agent.run()
+    finally:
+        await bus.close()
