@@ -149,7 +149,12 @@ def main() -> int:
         return 2
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="10/100 ports instead of 100/1000")
+    ap.add_argument("--no-extensions", action="store_true",
+                    help="disable agent extensions (security groups, QoS, l2pop): the bare L2 agent")
     args = ap.parse_args()
+    global CONFIG
+    if args.no_extensions:
+        CONFIG += "extensions = []\n"
     sizes = (10, 100) if args.quick else (100, 1000)
     netns = unique_netns("bench")
     work = Path(tempfile.mkdtemp(prefix="lbtap-bench-"))
