@@ -52,6 +52,9 @@ def counters(d: h.Deployment) -> dict[str, float]:
             out["rpc:" + lab.get("method", "?")] = v
         elif name == "lbtap_l2pop_messages_total":
             out["l2pop"] = out.get("l2pop", 0) + v
+        elif name == "lbtap_agent_notifications_total":
+            out["notify"] = out.get("notify", 0) + v
+            out["notify:" + lab.get("method", "?")] = v
     return out
 
 
@@ -85,9 +88,15 @@ def run(work: Path, names: list[str], amqp: str, db_url: str | None, n_ports: in
         mh.start_agents(d, hosts)
         net = d.create("networks", name="bench")
         d.create("subnets", network_id=net["id"], cidr="10.0.0.0/16", ip_version=4)
+        created = counters(d)
         ports = {x.name: bulk_ports(d, net["id"], x.name, n_ports) for x in hosts}
-
+        time.sleep(0.5)  # let the creation casts land in the counters
         before = counters(d)
+        made = delta(created, before)
+        print(f"[create] {HOSTS} x {n_ports} ports created in bulk (one request per host): "
+              f"{made.get('notify', 0):.0f} server->agent messages ("
+              + ", ".join(f"{k[7:]}={v:.0f}" for k, v in sorted(made.items()) if k.startswith("notify:") and v)
+              + ")")
         lat = []
         for i in range(n_ports):
             for x in hosts:
@@ -104,8 +113,10 @@ def run(work: Path, names: list[str], amqp: str, db_url: str | None, n_ports: in
               f"{seq.get('l2pop', 0) / n:.2f} l2pop casts per transition, "
               f"{(seq.get('rpc', 0) + seq.get('l2pop', 0)) / n:.2f} in all   (target <= 2)")
         print("       by method: " + ", ".join(f"{k[4:]}={v:.0f}" for k, v in sorted(seq.items()) if k.startswith("rpc:") and v))
+        print(f"       other server->agent messages meanwhile: {seq.get('notify', 0):.0f}")
 
         more = {x.name: bulk_ports(d, net["id"], x.name, burst) for x in hosts}
+        time.sleep(0.5)
         before = counters(d)
         t0 = time.perf_counter()
         for i in range(burst):

@@ -4,12 +4,15 @@ Local copy: the ``PortLimits`` applied per tap and the policy that gave them. Ch
 
 * ``port_details`` (new device, ``port_update`` — e.g. its ``qos_policy_id`` changed —,
   or ``network_update``, which re-reads the details of the network's ports, so a
-  network's policy change arrives the same way) marks the device dirty;
+  network's policy change arrives the same way) marks the device dirty; the details
+  carry the policy in effect (the port's, else its network's);
 * ``qos_policy_updated(policy_id)`` (a rule of that policy was created, changed or
-  deleted) marks the devices that policy applies to;
-* ``process`` asks the server for the dirty devices' effective rules in one call
-  (``qos_rules_for_devices``) and calls the tc driver only for taps whose limits differ
-  from the applied copy; ``device_gone`` clears the tap's limits (and its ifb).
+  deleted) forgets that policy's rules and marks the devices it applies to;
+* ``process`` asks the server (``qos_rules_for_devices``, one call) only for dirty
+  devices whose policy's rules it does not hold — a port without a policy, or with
+  one already known, costs no message — and calls the tc driver only for taps whose
+  limits differ from the applied copy; ``device_gone`` clears the tap's limits (and
+  its ifb).
 
 So a QoS change touches only tc; the firewall never sees it. tc work runs on the host
 worker (pyroute2's sync API needs a thread without a running loop); an agent on a
@@ -42,6 +45,7 @@ class QosExtension(BaseExtension):
         self.tc: Any = None  # created on the host worker at first use
         self.devices: set[str] = set()
         self.policy: dict[str, str | None] = {}  # tap -> effective policy id, from the server
+        self.rules: dict[str, list[Mapping[str, Any]]] = {}  # policy id -> its bandwidth-limit rules
         self.applied: dict[str, PortLimits] = {}
         self._dirty: set[str] = set()
         self._gone: set[str] = set()
@@ -55,6 +59,7 @@ class QosExtension(BaseExtension):
     # ---- hooks: record intent only ------------------------------------------------------
     def port_details(self, details: DeviceDetails) -> None:
         self.devices.add(details.device)
+        self.policy[details.device] = details.qos_policy_id
         self._gone.discard(details.device)
         self._dirty.add(details.device)
 
@@ -70,6 +75,7 @@ class QosExtension(BaseExtension):
 
     def _policy_updated(self, kwargs: dict[str, Any]) -> None:
         pid = kwargs.get("policy_id")
+        self.rules.pop(pid, None)
         self._dirty.update(d for d in self.devices if self.policy.get(d) == pid)
 
     def next_wakeup(self, now: float) -> float | None:
@@ -85,15 +91,17 @@ class QosExtension(BaseExtension):
         dirty, self._dirty = {d for d in self._dirty if d in self.devices}, set()
         gone, self._gone = set(self._gone), set()
         try:
-            wanted: dict[str, PortLimits] = {}
-            if dirty:
+            ask = sorted(d for d in dirty if self.policy.get(d) and self.policy[d] not in self.rules)
+            if ask:
                 self.stats["rpc_calls"] += 1
-                answer = await self.agent.bus.call(topics.PLUGIN, QOS_RULES, timeout=RPC_TIMEOUT,
-                                                   devices=sorted(dirty))
-                for dev in dirty:
+                answer = await self.agent.bus.call(topics.PLUGIN, QOS_RULES, timeout=RPC_TIMEOUT, devices=ask)
+                for dev in ask:
                     entry = (answer or {}).get(dev) or {}
-                    self.policy[dev] = entry.get("qos_policy_id")
-                    wanted[dev] = self._limits(dev, entry.get("rules") or [])
+                    pid = entry.get("qos_policy_id")
+                    self.policy[dev] = pid
+                    if pid:
+                        self.rules[pid] = list(entry.get("rules") or [])
+            wanted = {dev: self._limits(dev, self.rules.get(self.policy.get(dev) or "", [])) for dev in dirty}
             changes = {d: lim for d, lim in wanted.items() if self.applied.get(d, PortLimits()) != lim}
             if changes or gone:
                 await self.agent.on_host(self._apply, changes, sorted(gone))

@@ -76,6 +76,9 @@ class L2Agent:
         for ext in self.extensions:
             ext.bind(self)
             self._ext_casts.update(ext.cast_handlers())
+        holders = [ext.holds for ext in self.extensions if hasattr(ext, "holds")]
+        if holders:
+            self.core.reporter.hold = lambda device: any(h(device) for h in holders)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lbtap-host")
         self.driver: HostDriver | None = None
         self._stop_watch: Callable[[], None] | None = None
@@ -86,6 +89,7 @@ class L2Agent:
         self._intents: deque[Callable[[float], None]] = deque()
         self._full_scan_due = True
         self._next_reconcile = 0.0
+        self._bus_disconnects = getattr(bus, "disconnects", 0)
         self._start_flag = True
         self.loop_iterations = 0
         self.last_loop_seconds = 0.0
@@ -111,7 +115,11 @@ class L2Agent:
 
     # ---- bus handlers: record intent only ----------------------------------------
     async def _handle_cast(self, method: str, kwargs: dict[str, Any]) -> None:
-        if method == topics.PORT_UPDATE:
+        if method == topics.DEVICES_DETAILS:
+            details = list(kwargs.get("details") or ())
+            if details:
+                self._intents.append(lambda now: self.core.offer_details(details, now))
+        elif method == topics.PORT_UPDATE:
             port_id = (kwargs.get("port") or {}).get("id")
             if port_id:
                 self._intents.append(lambda now: self.core.port_updated(port_id, now))
@@ -220,6 +228,11 @@ class L2Agent:
         now = self.clock()
         if now >= self._next_reconcile:
             self._full_scan_due = True
+        disconnects = getattr(self.bus, "disconnects", 0)
+        if disconnects != self._bus_disconnects:
+            # Pushed details may have missed casts lost with the connection.
+            self._bus_disconnects = disconnects
+            self.core.forget_pushed()
         self._drain_events(now)
         while self._intents:
             self._intents.popleft()(now)
@@ -236,10 +249,9 @@ class L2Agent:
                 self.core.details_failed(devices, self.clock())
             else:
                 self.core.observe_details(details, self.clock())
-                for d in details:
-                    if d.known:
-                        for ext in self.extensions:
-                            ext.port_details(d)
+        for d in self.core.take_fresh_details():  # answers and pushes alike
+            for ext in self.extensions:
+                ext.port_details(d)
 
         t1 = time.perf_counter()
         ops = self.core.plan(self.clock())

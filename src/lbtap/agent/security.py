@@ -5,17 +5,24 @@ of what it applied (one ``PortFilter`` per tap, the rules of each group, the mem
 addresses of remote groups) and turns every change into the smallest firewall call.
 
 * ``port_details`` (new device, ``port_update``, restart) marks the device dirty;
-* ``security_groups_rule_updated`` marks the devices in those groups dirty;
-  ``security_groups_member_updated`` the devices whose rules name those groups as
-  remote — so rule and member changes reach every host with an affected port, and
-  only there;
-* ``process`` asks the server once (``security_group_info_for_devices``) for the dirty
-  devices that are filtered, rebuilds their ``PortFilter``s and hands only those that
-  differ from the applied copy to the firewall driver: new remote-group membership is
-  one transaction (set elements), changed ports one more (``update_ports``), so a
-  fixed-IP change moves anti-spoofing elements, a group change a profile, nothing else.
+* ``security_groups_rule_updated`` marks those groups' rules stale and their devices
+  dirty; ``security_groups_member_updated`` carries the member addresses added and
+  removed per group, applied to the local copy of every group this host uses as a
+  remote group (a server that sends no delta makes those groups stale instead) — so
+  rule and member changes reach every host with an affected port, and only there;
+* ``process`` asks the server (``security_group_info_for_devices``, one call) only for
+  dirty devices that use a group whose rules or members it does not hold or holds
+  stale — a new port in a group already on this host costs no message — rebuilds
+  their ``PortFilter``s and hands only those that differ from the applied copy to the
+  firewall driver: remote-group membership is one transaction (set elements only),
+  changed ports one more (``update_ports``), so a member joining a group touches only
+  its sets, a fixed-IP change anti-spoofing elements, a group change a profile.
   ``network:*`` ports and ports with port security off are kept unfiltered
-  (``PortFilter.filtered``).
+  (``PortFilter.filtered``);
+* every ``reconcile_interval`` and after a bus reconnect (casts may have been lost)
+  every group in use is re-read once;
+* ``holds(device)``: a port is not reported up before its first filter is in place
+  (the runtime holds its ``update_device_up`` until then).
 
 Kernel work runs on the agent's host worker (``agent.on_host``): the driver enters the
 agent's namespace per call, and is created there lazily. An agent on a ``FakeHost``
@@ -93,14 +100,26 @@ class SecurityExtension(BaseExtension):
         self.applied: dict[str, PortFilter] = {}
         self.rules: dict[str, tuple[Rule, ...]] = {}  # security group -> its rules
         self.members: dict[str, frozenset[str]] = {}  # remote group -> member addresses
+        self._stale: set[str] = set()  # groups whose rules / members must be re-read
         self._dirty: set[str] = set()
         self._gone: set[str] = set()
+        self._groups_changed = False  # member deltas arrived: re-check the sets
+        self._replay: list[tuple[str, frozenset[str], frozenset[str]]] | None = None  # during a read
+        self._resync_at = 0.0
+        self._bus_disconnects = 0
         self.backoff = Backoff()
-        self.stats = {"rpc_calls": 0, "port_updates": 0, "group_updates": 0, "removals": 0, "errors": 0}
+        self.stats = {"rpc_calls": 0, "port_updates": 0, "group_updates": 0, "member_deltas": 0, "removals": 0,
+                      "errors": 0}
 
     def bind(self, agent: Any) -> None:
         super().bind(agent)
         self.backoff = Backoff(agent.cfg.retry_initial, agent.cfg.retry_max)
+        self._resync_period = float(getattr(agent.cfg, "reconcile_interval", 60.0))
+        self._bus_disconnects = getattr(getattr(agent, "bus", None), "disconnects", 0)
+
+    def holds(self, device: str) -> bool:
+        """True while a port of this host has details but no filter applied yet."""
+        return device in self.details and device not in self.applied
 
     # ---- hooks: record intent only ------------------------------------------------------
     def port_details(self, details: DeviceDetails) -> None:
@@ -119,17 +138,39 @@ class SecurityExtension(BaseExtension):
 
     def _rule_updated(self, kwargs: dict[str, Any]) -> None:
         groups = set(kwargs.get("security_groups") or ())
+        self._stale |= groups & set(self.rules)
         self._dirty.update(d for d, det in self.details.items() if groups & set(det.security_groups))
 
     def _member_updated(self, kwargs: dict[str, Any]) -> None:
         groups = set(kwargs.get("security_groups") or ())
+        deltas = kwargs.get("members")
+        if isinstance(deltas, Mapping):
+            for gid, change in deltas.items():
+                added = frozenset((change or {}).get("added") or ())
+                removed = frozenset((change or {}).get("removed") or ())
+                if self._replay is not None:
+                    self._replay.append((gid, added, removed))  # the answer in flight may predate it
+                if gid in self.members:  # else not a remote group here: read in full if it becomes one
+                    self._apply_delta(gid, added, removed)
+            return
+        self._stale |= groups & set(self.members)
         for dev, det in self.details.items():
             remote = {r.remote_group_id for g in det.security_groups for r in self.rules.get(g, ())}
             if groups & remote:
                 self._dirty.add(dev)
 
+    def _apply_delta(self, gid: str, added: frozenset[str], removed: frozenset[str]) -> None:
+        self.members[gid] = (self.members[gid] - removed) | added
+        self._groups_changed = True
+        self.stats["member_deltas"] += 1
+
     def next_wakeup(self, now: float) -> float | None:
-        return self.backoff.retry_at if (self._dirty or self._gone) and self.backoff.retry_at else None
+        times = [self._resync_at] if self.details and self._resync_at else []
+        if (self._dirty or self._gone or self._groups_changed) and self.backoff.retry_at:
+            times.append(self.backoff.retry_at)
+        elif self._groups_changed:
+            times.append(now)
+        return min(times) if times else None
 
     def snapshot(self) -> dict[str, Any]:
         return {"ports": len(self.applied), "filtered": sum(p.filtered for p in self.applied.values()),
@@ -137,13 +178,15 @@ class SecurityExtension(BaseExtension):
 
     # ---- the work ----------------------------------------------------------------------
     async def process(self, now: float) -> None:
-        if not (self._dirty or self._gone) or not self.backoff.due(now):
+        self._maybe_resync(now)
+        if not (self._dirty or self._gone or self._groups_changed) or not self.backoff.due(now):
             return
         # Take the work; casts arriving while we await add to fresh sets.
         dirty, self._dirty = {d for d in self._dirty if d in self.details}, set()
         gone, self._gone = set(self._gone), set()
+        self._groups_changed = False
         try:
-            await self._fetch(sorted(d for d in dirty if self._needs_rules(self.details[d])))
+            await self._fetch(sorted(d for d in dirty if self._must_read(self.details[d])))
             changed = [f for f in (self._filter(self.details[d]) for d in sorted(dirty) if d in self.details)
                        if f is not None and self.applied.get(f.tap) != f]
             new_applied = {**self.applied, **{f.tap: f for f in changed}}
@@ -155,6 +198,7 @@ class SecurityExtension(BaseExtension):
         except Exception as e:  # noqa: BLE001 - BusError, HostError: retry the same work later
             self._dirty |= dirty
             self._gone |= gone
+            self._groups_changed = True
             self.stats["errors"] += 1
             self.backoff.failed(now)
             log.warning("security groups: %d ports not updated, retry in %.1f s: %s", len(dirty) + len(gone),
@@ -167,21 +211,57 @@ class SecurityExtension(BaseExtension):
     def _needs_rules(d: DeviceDetails) -> bool:
         return bool(d.security_groups) and d.port_security_enabled and not d.device_owner.startswith("network:")
 
+    def _maybe_resync(self, now: float) -> None:
+        disconnects = getattr(self.agent.bus, "disconnects", 0)
+        if self._resync_at == 0.0:
+            self._resync_at = now + self._resync_period
+        if disconnects == self._bus_disconnects and now < self._resync_at:
+            return
+        self._bus_disconnects = disconnects
+        self._resync_at = now + self._resync_period
+        self._stale |= set(self.rules) | set(self.members)
+        self._dirty |= {d for d, det in self.details.items() if self._needs_rules(det)}
+
+    def _must_read(self, d: DeviceDetails) -> bool:
+        """Whether filtering ``d`` needs data this host does not hold (or holds stale)."""
+        if not self._needs_rules(d):
+            return False
+        for g in d.security_groups:
+            if g not in self.rules or g in self._stale:
+                return True
+            for r in self.rules[g]:
+                if r.remote_group_id and (r.remote_group_id not in self.members or r.remote_group_id in self._stale):
+                    return True
+        return False
+
     async def _fetch(self, devices: list[str]) -> None:
         if not devices:
             return
         self.stats["rpc_calls"] += 1
-        info = await self.agent.bus.call(topics.PLUGIN, SG_INFO, timeout=RPC_TIMEOUT, devices=devices)
+        self._replay = []
+        try:
+            info = await self.agent.bus.call(topics.PLUGIN, SG_INFO, timeout=RPC_TIMEOUT, devices=devices)
+        finally:
+            replay, self._replay = self._replay, None
         for gid, rules in (info.get("security_groups") or {}).items():
             self.rules[gid] = rules_from_wire(rules)
-        for gid, fams in (info.get("sg_member_ips") or {}).items():
+            self._stale.discard(gid)
+        remote = {r.remote_group_id for rs in self.rules.values() for r in rs if r.remote_group_id}
+        for gid in remote & set(info.get("sg_member_ips") or {}):
+            fams = info["sg_member_ips"][gid]
             self.members[gid] = frozenset(ip for ips in fams.values() for ip in ips)
+            self._stale.discard(gid)
+        for gid, added, removed in replay:  # deltas that arrived while we asked
+            if gid in self.members:
+                self._apply_delta(gid, added, removed)
 
     def _filter(self, d: DeviceDetails) -> PortFilter | None:
         rules = tuple(dict.fromkeys(r for g in d.security_groups for r in self.rules.get(g, ())))
         try:
             return from_details(d, rules)
-        except ValueError as e:
+        except (ValueError, TypeError, AttributeError) as e:  # e.g. no MAC: nothing to anchor it on
+            # Not retried (the same details fail the same way) and its up report stays
+            # held: an unprotected port must not look ACTIVE.
             log.error("cannot filter %s: %s", d.device, e)
             return None
 

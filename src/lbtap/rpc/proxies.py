@@ -134,6 +134,10 @@ class AgentNotifier:
         else:
             await self.bus.cast(topics.agent_host_topic(host), topics.PORT_UPDATE, port=port)
 
+    async def devices_details(self, details: list[dict[str, Any]], host: str) -> None:
+        """Push the details of ports bound to ``host`` (wire dicts), unasked."""
+        await self.bus.cast(topics.agent_host_topic(host), topics.DEVICES_DETAILS, details=details)
+
     async def port_delete(self, port_id: str, host: str | None = None) -> None:
         """Tell every agent, or only ``host``'s agent (a port moved away), to unwire it."""
         if host is None:

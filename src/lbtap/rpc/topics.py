@@ -20,6 +20,9 @@ GET_FDB_ENTRIES = "get_fdb_entries"  # l2population resync (lbtap extension)
 
 # server -> agents
 PORT_UPDATE = "port_update"
+# lbtap: details of ports bound to the host, pushed when they are created or change,
+# so a tap that appears needs no get_devices_details_list round trip.
+DEVICES_DETAILS = "devices_details"
 PORT_DELETE = "port_delete"
 NETWORK_UPDATE = "network_update"
 NETWORK_DELETE = "network_delete"

@@ -28,6 +28,16 @@ RPC_MESSAGES = Counter(
     "lbtap_rpc_messages_total", "RPC messages received from agents, by method.", ["method"], registry=REGISTRY
 )
 
+NOTIFICATIONS = Counter(
+    "lbtap_agent_notifications_total",
+    "Server -> agent casts and fanouts sent by the core and security/QoS notifiers, by method.",
+    ["method"], registry=REGISTRY,
+)
+
+
+def count_notification(method: str) -> None:
+    """Count one server → agent message (method names are the server's own)."""
+    NOTIFICATIONS.labels(method=method).inc()
 
 # The dispatcher reports unknown methods too; whatever a peer sends must not grow the
 # label set without bound. Known RPC methods always get their own label; the first few

@@ -71,9 +71,11 @@ def build_server(settings: Settings, bus: Bus, loop: asyncio.AbstractEventLoop) 
 
     engine = create_db_engine(settings.db_url)
     upgrade(engine)
-    notifier = FanoutNotifier(BusNotifier(bus, loop))
+    bus_notifier = BusNotifier(bus, loop)
+    notifier = FanoutNotifier(bus_notifier)
     services = Services(engine, settings, notifier=notifier)
     rpc = RpcHandlers(engine, settings, notifier=notifier)
+    bus_notifier.details_source = rpc
     app = create_app(settings, services)
     audit = ReportAudit()
     app.state.audit = audit

@@ -42,7 +42,7 @@ DETAIL_COLUMNS = (Port.mac_address, Port.admin_state_up, Port.port_security_enab
                   type_coerce(Port.allowed_address_pairs, Text).label("pairs_json"),
                   type_coerce(Port.security_groups, Text).label("sgs_json"), Port.qos_policy_id)
 NET_COLUMNS = (Network.id, Network.admin_state_up, Network.network_type, Network.physical_network,
-               Network.segmentation_id, Network.mtu)
+               Network.segmentation_id, Network.mtu, Network.qos_policy_id)
 
 # Ports whose status the agents never change (Neutron keeps floating-IP ports N/A).
 STATUS_FIXED_OWNERS = (c.DEVICE_OWNER_FLOATINGIP,)
@@ -120,19 +120,7 @@ class RpcHandlers:
                                 binding_host_id=host, binding_vif_type=vif_type, binding_vif_details=details,
                                 revision_number=Port.revision_number + 1, updated_at=now)
                             .execution_options(synchronize_session=False))
-            ids = list({r.id for r in found.values()})
-            # network id -> (admin_state_up, Segment): one Segment shared by its ports
-            nets = {n.id: (n.admin_state_up, Segment(n.network_type, n.physical_network, n.segmentation_id, n.mtu))
-                    for part in chunks(list({r.network_id for r in found.values()}))
-                    for n in session.connection().execute(select(*NET_COLUMNS).where(Network.id.in_(part)))}
-            ips: dict[str, list[FixedIP]] = {i: [] for i in ids}
-            for part in chunks(ids):
-                for pid, sid, ip in session.connection().execute(select(
-                        IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address)
-                        .where(IPAllocation.port_id.in_(part))):
-                    ips[pid].append(FixedIP(sid, ip))
-            claimed = set(claim)
-            return [self._details(d, found.get(d), nets, ips, host, claimed).to_wire() for d in devices]
+            return self._details_rows(session, devices, found, host, set(claim))
 
         if not devices:
             return []
@@ -143,6 +131,42 @@ class RpcHandlers:
             result = self.db.write(lambda s: run(s, True))
         return result
 
+    def pushable_details(self, port_ids: list[str], host: str) -> list[dict]:
+        """Details of ports bound to ``host`` as ``get_devices_details_list`` would give
+        that host's agent, read-only: ports that answer would bind or repair, and ports
+        bound elsewhere by now, are left out (the agent asks for those itself)."""
+        from lbtap.domain.naming import tap_name
+
+        if not port_ids:
+            return []
+        found = self.get_devices_details_list_readonly([tap_name(p) for p in port_ids], host)
+        return [d for d in found if d.get("port_id") and d.get("port_id") in set(port_ids)]
+
+    def get_devices_details_list_readonly(self, devices: list[str], host: str) -> list[dict]:
+        def run(session: Session) -> list[dict]:
+            found = self._resolve(session, devices, DETAIL_COLUMNS)
+            ok = {d: r for d, r in found.items()
+                  if r.binding_host_id == host and r.binding_vif_type == c.VIF_TYPE_BRIDGE}
+            return self._details_rows(session, devices, ok, host, set())
+
+        return self.db.read(run)
+
+    def _details_rows(self, session: Session, devices: list[str], found: dict[str, Any], host: str,
+                      claimed: set[str]) -> list[dict]:
+        ids = list({r.id for r in found.values()})
+        # network id -> (admin_state_up, Segment, QoS policy): one Segment shared by its ports
+        nets = {n.id: (n.admin_state_up, Segment(n.network_type, n.physical_network, n.segmentation_id, n.mtu),
+                       n.qos_policy_id)
+                for part in chunks(list({r.network_id for r in found.values()}))
+                for n in session.connection().execute(select(*NET_COLUMNS).where(Network.id.in_(part)))}
+        ips: dict[str, list[FixedIP]] = {i: [] for i in ids}
+        for part in chunks(ids):
+            for pid, sid, ip in session.connection().execute(select(
+                    IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address)
+                    .where(IPAllocation.port_id.in_(part))):
+                ips[pid].append(FixedIP(sid, ip))
+        return [self._details(d, found.get(d), nets, ips, host, claimed).to_wire() for d in devices]
+
     @staticmethod
     def _details(device: str, port: Any, nets: dict[str, Any],
                  ips: dict[str, list[FixedIP]], host: str, claimed: set[str]) -> DeviceDetails:
@@ -150,7 +174,11 @@ class RpcHandlers:
             return DeviceDetails(device=device)
         if port.binding_host_id != host and port.id not in claimed:
             return DeviceDetails(device=device, bound_elsewhere=True)
-        net_up, segment = nets[port.network_id]
+        net_up, segment, net_policy = nets[port.network_id]
+        # The policy in effect, so the agent needs no QoS round trip for unlimited ports:
+        # the port's own, else its network's (never for network:* ports, as in Neutron).
+        policy = port.qos_policy_id or (None if port.device_owner.startswith(c.DEVICE_OWNER_NETWORK_PREFIX)
+                                        else net_policy)
         return DeviceDetails(
             device=device, port_id=port.id, network_id=port.network_id, mac_address=port.mac_address,
             admin_state_up=port.admin_state_up and net_up, segment=segment,
@@ -158,7 +186,7 @@ class RpcHandlers:
             device_owner=port.device_owner, port_security_enabled=port.port_security_enabled,
             allowed_address_pairs=tuple((p["ip_address"], p.get("mac_address"))
                                         for p in _json_list(port.pairs_json)),
-            security_groups=tuple(_json_list(port.sgs_json)), qos_policy_id=port.qos_policy_id,
+            security_groups=tuple(_json_list(port.sgs_json)), qos_policy_id=policy,
             status=port.status,
         )
 

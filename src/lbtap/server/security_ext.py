@@ -19,9 +19,13 @@ RPC methods (agent -> server calls on ``q-plugin``):
 
 Fanout casts to every L2 agent (on ``q-agent-notifier``), one message per change:
 ``security_groups_rule_updated(security_groups=[ids])`` after a rule change,
-``security_groups_member_updated(security_groups=[ids])`` when a group's member
-addresses change (port created, deleted, groups or addresses updated; coalesced over
-20 ms), and
+``security_groups_member_updated(security_groups=[ids], members={id: {"added": [...],
+"removed": [...]}})`` when a group's member addresses change (port created, deleted,
+groups or addresses updated; coalesced over 20 ms): the delta lets an agent change
+its remote-group sets without a round trip, and agents that predate ``members``
+re-read the groups. A removed address that another member of the group still holds
+(overlapping allowed-address-pairs) is re-checked against the database before it is
+sent; and
 ``qos_policy_updated(policy_id=...)`` after a bandwidth-limit rule change. Each agent
 keeps only what concerns its own ports. ``port_update`` to the port's host is sent by
 the core notifier already.
@@ -42,6 +46,7 @@ from lbtap.rpc import topics
 from lbtap.server.db.engine import Database
 from lbtap.server.db.models import IPAllocation, Port
 from lbtap.server.db.security_models import SecurityGroupRule
+from lbtap.server.metrics import count_notification
 from lbtap.server.rpc_handlers import RpcHandlers
 from lbtap.server.services.base import chunks
 from lbtap.server.services.qos import effective_policies, rules_of
@@ -126,13 +131,55 @@ def _addresses(port: dict | None) -> tuple:
             tuple(sorted(p.get("ip_address", "") for p in port.get("allowed_address_pairs", []))))
 
 
+def member_addresses(port: dict | None) -> frozenset[str]:
+    """What a port contributes to each of its groups' member sets."""
+    fixed, pairs = _addresses(port) or ((), ())
+    return frozenset(a for a in (*fixed, *pairs) if a)
+
+
+def member_delta(port: dict | None, original: dict | None) -> dict[str, tuple[set[str], set[str]]]:
+    """group id -> (addresses added, addresses removed) between ``original`` and ``port``."""
+    old_groups = set((original or {}).get("security_groups") or ())
+    new_groups = set((port or {}).get("security_groups") or ())
+    old_addrs, new_addrs = member_addresses(original), member_addresses(port)
+    out = {}
+    for g in old_groups | new_groups:
+        before = old_addrs if g in old_groups else frozenset()
+        after = new_addrs if g in new_groups else frozenset()
+        if before != after:
+            out[g] = (set(after - before), set(before - after))
+    return out
+
+
 def changed_groups(port: dict | None, original: dict | None) -> list[str]:
     """Groups whose member addresses differ between ``original`` and ``port``."""
-    old = set((original or {}).get("security_groups") or ())
-    new = set((port or {}).get("security_groups") or ())
-    if _addresses(port) != _addresses(original):
-        return sorted(old | new)
-    return sorted(old ^ new)
+    return sorted(member_delta(port, original))
+
+
+def still_members(session: Session, removed: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Of the addresses ``removed`` from each group, those some port of the group still
+    holds (fixed IP or allowed pair): they must stay in the agents' sets."""
+    wanted = {a for addrs in removed.values() for a in addrs}
+    if not wanted:
+        return {}
+    held: dict[str, set[str]] = {}
+    stmt = select(Port.id, type_coerce(Port.security_groups, Text), type_coerce(Port.allowed_address_pairs, Text))
+    port_groups: dict[str, list[str]] = {}
+    for pid, sgs, prs in session.execute(stmt):
+        groups = [g for g in _json(sgs) if g in removed]
+        if not groups:
+            continue
+        port_groups[pid] = groups
+        for pair in _json(prs):
+            if pair.get("ip_address") in wanted:
+                for g in groups:
+                    held.setdefault(g, set()).add(pair["ip_address"])
+    for part in chunks(sorted(wanted)):
+        for pid, ip in session.execute(select(IPAllocation.port_id, IPAllocation.ip_address)
+                                       .where(IPAllocation.ip_address.in_(part))):
+            for g in port_groups.get(pid, ()):
+                held.setdefault(g, set()).add(ip)
+    return {g: held.get(g, set()) & addrs for g, addrs in removed.items() if held.get(g, set()) & addrs}
 
 
 class SecurityNotifier:
@@ -142,19 +189,28 @@ class SecurityNotifier:
     # group is one fanout, not 1000.
     COALESCE_SECONDS = 0.02
 
-    def __init__(self, bus: Any, loop: asyncio.AbstractEventLoop | None):
+    def __init__(self, bus: Any, loop: asyncio.AbstractEventLoop | None, engine: Any = None):
         self.bus = bus
         self.loop = loop
+        self.db = Database(engine) if engine is not None else None
         self._lock = threading.Lock()
-        self._pending: set[str] = set()
+        # group -> address -> True (added) / False (removed): the last change wins
+        self._pending: dict[str, dict[str, bool]] = {}
         self._flush_scheduled = False
 
     def _fanout(self, method: str, **kwargs: Any) -> None:
+        async def send() -> None:
+            await self.bus.fanout(topics.AGENT_FANOUT, method, **kwargs)
+            count_notification(method)
+
+        self._run(send)
+
+    def _run(self, send: Any) -> None:
         async def run() -> None:
             try:
-                await self.bus.fanout(topics.AGENT_FANOUT, method, **kwargs)
+                await send()
             except Exception as e:  # a lost cast is repaired by the agents' reconcile
-                log.warning("notification %s failed: %s", method, e)
+                log.warning("security notification failed: %s", e)
 
         if self.loop is None:
             return
@@ -168,19 +224,22 @@ class SecurityNotifier:
             self.loop.call_soon_threadsafe(lambda: self.loop.create_task(run()))
 
     def port_created(self, port: dict) -> None:
-        self._members(changed_groups(port, None))
+        self._members(member_delta(port, None))
 
     def port_updated(self, port: dict, original: dict | None = None) -> None:
-        self._members(changed_groups(port, original))
+        self._members(member_delta(port, original))
 
     def port_deleted(self, port: dict) -> None:
-        self._members(changed_groups(None, port))
+        self._members(member_delta(None, port))
 
-    def _members(self, groups: list[str]) -> None:
-        if not groups or self.loop is None:
+    def _members(self, delta: dict[str, tuple[set[str], set[str]]]) -> None:
+        if not delta or self.loop is None:
             return
         with self._lock:
-            self._pending.update(groups)
+            for g, (added, removed) in delta.items():
+                changes = self._pending.setdefault(g, {})
+                changes.update(dict.fromkeys(removed, False))
+                changes.update(dict.fromkeys(added, True))
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
@@ -188,9 +247,31 @@ class SecurityNotifier:
 
     def _flush(self) -> None:
         with self._lock:
-            groups, self._pending, self._flush_scheduled = sorted(self._pending), set(), False
-        if groups:
-            self._fanout(SG_MEMBER_UPDATED, security_groups=groups)
+            pending, self._pending, self._flush_scheduled = self._pending, {}, False
+        if not pending:
+            return
+        removed = {g: {a for a, add in ch.items() if not add} for g, ch in pending.items()}
+        removed = {g: a for g, a in removed.items() if a}
+
+        async def send() -> None:
+            keep: dict[str, set[str]] = {}
+            if removed and self.db is not None:
+                try:
+                    keep = await asyncio.get_running_loop().run_in_executor(
+                        None, self.db.read, lambda s: still_members(s, removed))
+                except Exception as e:  # without the check, agents re-read the groups instead
+                    log.warning("member check failed, agents will re-read: %s", e)
+                    await self.bus.fanout(topics.AGENT_FANOUT, SG_MEMBER_UPDATED, security_groups=sorted(pending))
+                    count_notification(SG_MEMBER_UPDATED)
+                    return
+            members = {g: {"added": sorted(a for a, add in ch.items() if add),
+                           "removed": sorted(a for a, add in ch.items() if not add and a not in keep.get(g, ()))}
+                       for g, ch in sorted(pending.items())}
+            await self.bus.fanout(topics.AGENT_FANOUT, SG_MEMBER_UPDATED, security_groups=sorted(pending),
+                                  members=members)
+            count_notification(SG_MEMBER_UPDATED)
+
+        self._run(send)
 
     def security_group_rule_updated(self, groups: list[str]) -> None:
         if groups:
@@ -205,4 +286,4 @@ def install(parts: Any) -> None:
     rpc = SecurityRpc(parts.engine)
     parts.rpc_handlers[SG_INFO] = rpc.security_group_info_for_devices
     parts.rpc_handlers[QOS_RULES] = rpc.qos_rules_for_devices
-    parts.notifiers.append(SecurityNotifier(parts.bus, parts.loop))
+    parts.notifiers.append(SecurityNotifier(parts.bus, parts.loop, parts.engine))

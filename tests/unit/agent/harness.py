@@ -44,6 +44,9 @@ class FakeServer:
         self.details_calls = 0
 
     def add_port(self, pid: str, network_id: str = NET_A, segment: Segment | None = None, **kw) -> str:
+        # As the real server: every port has a MAC (the firewall anchors anti-spoofing on it).
+        h = pid.replace("-", "")[-6:].rjust(6, "0")
+        kw.setdefault("mac_address", f"fa:16:3e:{h[0:2]}:{h[2:4]}:{h[4:6]}")
         d = DeviceDetails.for_port(pid, network_id=network_id, segment=segment or Segment(c.TYPE_LOCAL, mtu=1500),
                                    status=kw.pop("status", c.PORT_STATUS_DOWN), **kw)
         self.ports[d.device] = d

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from lbtap.domain import constants as c
 from lbtap.domain.models import Segment
-from lbtap.domain.naming import bridge_name
+from lbtap.domain.naming import bridge_name, tap_name
 from lbtap.drivers.host.base import Route
 
 from .harness import NET_A, NET_B, Harness, port_id, settings
@@ -422,3 +422,67 @@ def test_device_left_out_of_a_details_answer_is_asked_again():
     assert h.core.devices_needing_details(1) == []
     assert h.core.next_wakeup(1) == 30.0
     assert h.core.devices_needing_details(30) == [t]
+
+
+def test_pushed_details_wire_a_new_tap_without_asking():
+    h = Harness()
+    h.step()
+    t = h.server.add_port(port_id(1))
+    h.core.offer_details([h.server.ports[t]], h.now)  # the server pushed it at bind time
+    asked = h.server.details_calls
+    h.tap(port_id(1))
+    h.settle()
+    assert h.master(t) == BR_A and h.server.up_msgs[t] == 1
+    assert h.server.details_calls == asked, "no details round trip for a pushed port"
+    assert [d.device for d in h.core.take_fresh_details()] == [t]
+
+
+def test_pushed_change_of_a_wired_port_is_applied_without_asking():
+    h = Harness()
+    t = h.server.add_port(port_id(1))
+    h.tap(port_id(1))
+    h.settle()
+    asked = h.server.details_calls
+    h.core.offer_details([replace(h.server.ports[t], admin_state_up=False)], h.now)
+    h.settle()
+    assert not h.host.get_link(t).up and h.server.down_msgs[t] == 1
+    assert h.server.details_calls == asked
+
+
+def test_push_never_answers_an_unsure_report():
+    h = Harness()
+    t = h.server.add_port(port_id(1))
+    h.tap(port_id(1))
+    h.server.lose_answers = True  # the up lands, its answer is lost: status unsure
+    h.settle()
+    h.server.lose_answers = False
+    stale = replace(h.server.ports[t], status=c.PORT_STATUS_DOWN)  # sent before the report landed
+    h.core.offer_details([stale], h.now)
+    h.run_until(h.now + 10)
+    assert h.server.up_msgs[t] == 1, "a stale push must not cause a second update_device_up"
+
+
+def test_pushes_are_dropped_on_network_update_and_port_delete():
+    h = Harness()
+    a = h.server.add_port(port_id(1))
+    b = h.server.add_port(port_id(2), network_id=NET_B)
+    h.core.offer_details([h.server.ports[a], h.server.ports[b]], h.now)
+    h.core.network_updated(NET_A, h.now)
+    h.core.port_deleted(port_id(2), h.now)
+    asked = h.server.details_calls
+    h.tap(port_id(1))
+    h.settle()
+    assert h.server.details_calls == asked + 1, "the dropped push is replaced by a details request"
+
+
+def test_held_up_report_waits_for_the_hold_to_lift():
+    h = Harness()
+    held = {tap_name(port_id(1))}
+    h.core.reporter.hold = lambda d: d in held
+    t = h.server.add_port(port_id(1))
+    h.tap(port_id(1))
+    h.settle()
+    assert h.master(t) == BR_A and h.server.up_msgs[t] == 0
+    held.clear()
+    h.settle()
+    assert h.server.up_msgs[t] == 1

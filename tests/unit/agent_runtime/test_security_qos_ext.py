@@ -30,6 +30,7 @@ class StubAgent:
         self.qos: dict[str, dict] = {}
         self.calls: list[tuple[str, list[str]]] = []
         self.fail_rpc = False
+        self.disconnects = 0
 
     async def call(self, topic, method, timeout=None, **kw):
         self.calls.append((method, kw["devices"]))
@@ -129,6 +130,69 @@ def test_member_update_changes_set_elements_only_where_referenced(sec):
     assert "10.0.0.3" in sec.fw.groups.members["sg-a"]
 
 
+def test_member_delta_changes_the_sets_without_asking(sec):
+    sec.ext.port_details(details(1))
+    run(sec.ext.process(0.0))
+    sec.agent.calls.clear()
+    ports_tx = dict(sec.fw.ports)
+    sec.ext.cast_handlers()[SG_MEMBER_UPDATED]({"security_groups": ["sg-a", "sg-b"], "members": {
+        "sg-a": {"added": ["10.0.0.7"], "removed": ["10.0.0.2"]}, "sg-b": {"added": ["10.0.0.8"], "removed": []}}})
+    assert sec.ext.next_wakeup(1.0) == 1.0
+    run(sec.ext.process(1.0))
+    assert sec.agent.calls == [], "the delta is enough: no round trip"
+    assert sec.fw.groups.members["sg-a"] == frozenset({"10.0.0.1", "10.0.0.7"})
+    assert "sg-b" not in sec.fw.groups.members, "sg-b is no remote group here"
+    assert sec.fw.ports == ports_tx, "port rules untouched by a member change"
+
+
+def test_new_port_in_a_known_group_needs_no_rpc(sec):
+    sec.ext.port_details(details(1))
+    run(sec.ext.process(0.0))
+    sec.agent.calls.clear()
+    sec.ext.port_details(details(2))
+    run(sec.ext.process(1.0))
+    assert sec.agent.calls == []
+    assert sorted(sec.fw.ports) == ["tap00000000001", "tap00000000002"]
+
+
+def test_delta_arriving_during_a_read_is_not_lost(sec):
+    handler = sec.ext.cast_handlers()[SG_MEMBER_UPDATED]
+    real_call = sec.agent.call
+
+    async def slow_call(topic, method, timeout=None, **kw):
+        answer = await real_call(topic, method, timeout=timeout, **kw)  # computed before the delta
+        handler({"security_groups": ["sg-a"], "members": {"sg-a": {"added": ["10.0.0.5"], "removed": []}}})
+        return answer
+
+    sec.agent.call = slow_call
+    sec.ext.port_details(details(1))
+    run(sec.ext.process(0.0))
+    run(sec.ext.process(0.1))
+    assert "10.0.0.5" in sec.fw.groups.members["sg-a"]
+
+
+def test_port_is_held_until_its_filter_is_applied(sec):
+    sec.agent.fail_rpc = True
+    sec.ext.port_details(details(1))
+    run(sec.ext.process(0.0))
+    assert sec.ext.holds("tap00000000001"), "no filter yet: its up report must wait"
+    sec.agent.fail_rpc = False
+    run(sec.ext.process(sec.ext.backoff.retry_at))
+    assert not sec.ext.holds("tap00000000001")
+    assert not sec.ext.holds("tap-not-mine")
+
+
+def test_groups_are_reread_after_a_bus_reconnect(sec):
+    sec.ext.port_details(details(1))
+    run(sec.ext.process(0.0))
+    sec.agent.calls.clear()
+    sec.agent.members["sg-a"] = ["10.0.0.1"]  # a removal whose cast was lost with the connection
+    sec.agent.disconnects = 1
+    run(sec.ext.process(1.0))
+    assert sec.agent.calls == [(SG_INFO, ["tap00000000001"])]
+    assert sec.fw.groups.members["sg-a"] == frozenset({"10.0.0.1"})
+
+
 def test_unfiltered_ports_need_no_rules(sec):
     sec.ext.port_details(details(1, sgs=(), psec=False))
     sec.ext.port_details(details(2, sgs=(), owner="network:dhcp"))
@@ -158,7 +222,8 @@ def test_failures_keep_the_work_and_back_off(sec):
     run(sec.ext.process(0.6))
     assert sec.fw.ports == {} and sec.ext.backoff.retry_at == pytest.approx(1.6)
     run(sec.ext.process(2.0))
-    assert list(sec.fw.ports) == ["tap00000000001"] and sec.ext.next_wakeup(2.0) is None
+    # nothing left to retry: only the periodic re-read of the groups is scheduled
+    assert list(sec.fw.ports) == ["tap00000000001"] and sec.ext.next_wakeup(2.0) == pytest.approx(60.0)
 
 
 @pytest.fixture
@@ -176,21 +241,27 @@ def rule(kbps, direction="egress"):
 
 def test_qos_applies_only_differences(qos):
     qos.agent.qos["tap00000000001"] = {"qos_policy_id": "pol", "rules": [rule(1000)]}
-    qos.ext.port_details(details(1))
+    qos.ext.port_details(details(1, policy="pol"))
     qos.ext.port_details(details(2))
     run(qos.ext.process(0.0))
     assert qos.tc.limits("tap00000000001").egress == BandwidthLimit(1000)
     assert qos.tc.calls == 1, "the unlimited port needs no tc call"
-    qos.ext.port_details(details(1))  # nothing changed
+    assert qos.agent.calls == [(QOS_RULES, ["tap00000000001"])], "a port without a policy needs no RPC"
+    qos.ext.port_details(details(1, policy="pol"))  # nothing changed
     run(qos.ext.process(1.0))
     assert qos.tc.calls == 1
+    # A second port under a policy already held: limited without asking the server.
+    qos.ext.port_details(details(3, policy="pol"))
+    run(qos.ext.process(2.0))
+    assert qos.tc.limits("tap00000000003").egress == BandwidthLimit(1000)
+    assert len(qos.agent.calls) == 1
 
 
 def test_qos_policy_update_reaches_its_ports_only(qos):
     qos.agent.qos["tap00000000001"] = {"qos_policy_id": "pol", "rules": [rule(1000)]}
     qos.agent.qos["tap00000000002"] = {"qos_policy_id": "other", "rules": [rule(500)]}
-    qos.ext.port_details(details(1))
-    qos.ext.port_details(details(2))
+    qos.ext.port_details(details(1, policy="pol"))
+    qos.ext.port_details(details(2, policy="other"))
     run(qos.ext.process(0.0))
     qos.agent.calls.clear()
     qos.agent.qos["tap00000000001"] = {"qos_policy_id": "pol", "rules": [rule(2000), rule(300, "ingress")]}
@@ -207,7 +278,7 @@ def test_qos_policy_update_reaches_its_ports_only(qos):
 
 def test_qos_device_gone_clears(qos):
     qos.agent.qos["tap00000000001"] = {"qos_policy_id": "pol", "rules": [rule(1000)]}
-    qos.ext.port_details(details(1))
+    qos.ext.port_details(details(1, policy="pol"))
     run(qos.ext.process(0.0))
     qos.ext.device_gone("tap00000000001")
     run(qos.ext.process(1.0))

@@ -209,7 +209,15 @@ async def test_member_updates_are_coalesced_into_one_fanout():
     await asyncio.gather(*(asyncio.to_thread(n.port_created, dict(port, security_groups=[g]))
                            for g in ("g1", "g2", "g1")))
     await asyncio.sleep(0.1)
-    assert bus.sent == [(SG_MEMBER_UPDATED, {"security_groups": ["g1", "g2"]})]
+    assert bus.sent == [(SG_MEMBER_UPDATED, {"security_groups": ["g1", "g2"], "members": {
+        "g1": {"added": ["10.0.0.1"], "removed": []}, "g2": {"added": ["10.0.0.1"], "removed": []}}})]
+    # A port leaving a group is a removal; the last change of an address within the window wins.
+    moved = dict(port, fixed_ips=[{"ip_address": "10.0.0.9"}])
+    n.port_updated(moved, port)
+    n.port_deleted(moved)
+    await asyncio.sleep(0.1)
+    assert bus.sent[-1] == (SG_MEMBER_UPDATED, {"security_groups": ["g1"], "members": {
+        "g1": {"added": [], "removed": ["10.0.0.1", "10.0.0.9"]}}})
     n.security_group_rule_updated(["g3"])
     await asyncio.sleep(0.05)
     assert bus.sent[-1] == ("security_groups_rule_updated", {"security_groups": ["g3"]})

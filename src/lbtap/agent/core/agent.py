@@ -63,9 +63,12 @@ class AgentCore:
         self._details_retry = Backoff(r0, rmax)
         self._cleanup_retry = Backoff(r0, rmax)  # by bridge: network-level work, teardown
         self.reporter = Reporter(r0, rmax)
+        self._pushed: dict[str, DeviceDetails] = {}  # tap -> details pushed before it appeared
+        self._fresh: list[DeviceDetails] = []  # accepted details not yet handed to extensions
         self._now = 0.0
         self.counters = {"full_scans": 0, "plans": 0, "ops": 0, "device_failures": 0,
-                         "cleanup_failures": 0, "details_requested": 0, "details_unknown": 0}
+                         "cleanup_failures": 0, "details_requested": 0, "details_unknown": 0,
+                         "details_pushed": 0}
 
     # ---- observations: links ---------------------------------------------------------
     def observe_links(self, links: list[Link], *, full: bool, now: float) -> None:
@@ -139,8 +142,13 @@ class AgentCore:
 
     # ---- device lifecycle ------------------------------------------------------------------
     def _add_device(self, name: str, index: int) -> None:
-        self._devices[name] = DeviceRecord(name, index)
-        self._want_details.add(name)
+        dev = self._devices[name] = DeviceRecord(name, index)
+        pushed = self._pushed.pop(name, None)
+        if pushed is not None:
+            self.counters["details_pushed"] += 1
+            self._accept(dev, pushed)
+        else:
+            self._want_details.add(name)
 
     def _recreated(self, dev: DeviceRecord, index: int) -> None:
         """Same name, new ifindex: the old wiring is gone; re-wire and re-read details."""
@@ -250,18 +258,62 @@ class AgentCore:
             if not d.known:
                 self._unknown(dev, now, "bound to another host" if d.bound_elsewhere else "unknown to the server")
                 continue
-            self._details_retry.forget(dev.name)
-            old = dev.details
-            if old is not None and old.network_id != d.network_id:
-                self._drop_details(dev)
-            dev.details = d
-            dev.wiring = PortWiring(dev.name, d.network_id or "", d.admin_state_up)
-            self._net_devices.setdefault(d.network_id or "", set()).add(dev.name)
-            self._set_network(d.network_id or "", d)
-            self.reporter.server_status(dev.name, server_says_up(d.status))
-            self._wire_retry.forget(dev.name)  # new information: try at once
-            dev.error = ""
-            self._mark_dirty(dev)
+            self._accept(dev, d)
+
+    def _accept(self, dev: DeviceRecord, d: DeviceDetails) -> None:
+        self._pushed.pop(dev.name, None)  # whatever was pushed earlier is older than this
+        self._details_retry.forget(dev.name)
+        old = dev.details
+        if old is not None and old.network_id != d.network_id:
+            self._drop_details(dev)
+        dev.details = d
+        dev.wiring = PortWiring(dev.name, d.network_id or "", d.admin_state_up)
+        self._net_devices.setdefault(d.network_id or "", set()).add(dev.name)
+        self._set_network(d.network_id or "", d)
+        self.reporter.server_status(dev.name, server_says_up(d.status))
+        self._wire_retry.forget(dev.name)  # new information: try at once
+        dev.error = ""
+        self._mark_dirty(dev)
+        self._fresh.append(d)
+
+    def offer_details(self, details: Iterable[DeviceDetails | Mapping[str, Any]], now: float) -> None:
+        """Details the server pushed unasked (a port bound to this host was created or
+        changed), so a tap that appears later needs no ``get_devices_details_list``.
+
+        A push is taken as an answer only where it cannot be older than what the core
+        knows: for a device present and not being asked about, and never for a device
+        whose last status report is *unsure* (its status must be read back, and a push
+        sent before the report landed would say DOWN). Otherwise it waits, keyed by tap,
+        for the device to appear; ``network_updated``, ``port_deleted`` and
+        ``forget_pushed`` (bus reconnect: casts may have been lost) drop it.
+        """
+        self._tick(now)
+        unsure = set(self.reporter.unsure())
+        for item in details:
+            d = item if isinstance(item, DeviceDetails) else DeviceDetails.from_wire(dict(item))
+            if not d.known:
+                continue
+            dev = self._devices.get(d.device)
+            if dev is None:
+                self._pushed[d.device] = d
+                continue
+            if dev.orphan or d.device in unsure:
+                continue
+            if dev.asking:
+                dev.ask_again = True  # the answer in flight may predate this change
+                continue
+            self.counters["details_pushed"] += 1
+            self._want_details.discard(d.device)
+            self._accept(dev, d)
+
+    def forget_pushed(self) -> None:
+        """Drop every pushed-but-unused details (they may have missed later casts)."""
+        self._pushed.clear()
+
+    def take_fresh_details(self) -> list[DeviceDetails]:
+        """Details accepted since the last call (answers and pushes), for extensions."""
+        out, self._fresh = self._fresh, []
+        return out
 
     def _unknown(self, dev: DeviceRecord, now: float, why: str) -> None:
         """Do not wire what the server does not know; ask again with backoff."""
@@ -303,6 +355,7 @@ class AgentCore:
         self._tick(now)
         name = tap_name(port_id)
         self.reporter.forget(name)
+        self._pushed.pop(name, None)
         dev = self._devices.get(name)
         if dev is None:
             return
@@ -319,6 +372,8 @@ class AgentCore:
 
     def network_updated(self, network_id: str, now: float) -> None:
         """Segment attributes (MTU) may have changed: re-read details of its devices."""
+        for name in [n for n, d in self._pushed.items() if d.network_id == network_id]:
+            del self._pushed[name]
         for name in sorted(self._net_devices.get(network_id, ())):
             dev = self._devices[name]
             if dev.details is not None and dev.details.port_id:

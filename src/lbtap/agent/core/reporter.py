@@ -18,7 +18,7 @@ A device is pending while they differ. Consequences:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 from lbtap.agent.core.retry import Backoff
 
@@ -39,6 +39,9 @@ class Reporter:
         self._server_retry = Backoff(retry_initial, retry_max)
         self.counters = {"batches": 0, "sent_up": 0, "sent_down": 0, "acked_up": 0, "acked_down": 0,
                          "failed_devices": 0, "server_unreachable": 0}
+        # hold(device) -> True keeps an "up" report back (e.g. its firewall is not in
+        # place yet); the runtime sets it from its extensions.
+        self.hold: Callable[[str], bool] | None = None
 
     # ---- what the server should hold ---------------------------------------------------
     def server_status(self, device: str, up: bool | None) -> None:
@@ -102,6 +105,10 @@ class Reporter:
         if device in self._gone and device not in self._inflight:
             self.forget(device)
 
+    def _held(self, device: str) -> bool:
+        # Only "up" waits: a device going down is reported at once.
+        return self.hold is not None and self._want.get(device, False) and self.hold(device)
+
     # ---- sending -------------------------------------------------------------------------
     def take(self, now: float) -> tuple[list[str], list[str]]:
         """The next batch (devices_up, devices_down), marked in flight.
@@ -114,7 +121,7 @@ class Reporter:
         up: list[str] = []
         down: list[str] = []
         for device in self._pending:
-            if device in self._inflight or not self._device_retry.due(device, now):
+            if device in self._inflight or not self._device_retry.due(device, now) or self._held(device):
                 continue
             (up if self._want[device] else down).append(device)
         self._inflight.update(up)
@@ -166,7 +173,8 @@ class Reporter:
         server = self._server_retry.get(_SERVER)
         if server is not None and server.next_at > now:
             return server.next_at if self._pending else None
-        if any(d not in self._inflight and self._device_retry.due(d, now) for d in self._pending):
+        if any(d not in self._inflight and self._device_retry.due(d, now) and not self._held(d)
+               for d in self._pending):
             return now
         return self._device_retry.next_due(now)
 

@@ -160,6 +160,12 @@ class EventStore:
                 # one was just claimed by it (RpcHandlers binds without a notification).
                 rows.append(self._row(Pending("bound", p.at, port_id, p.device, p.host, {"by": "agent claim"})))
                 self._remember(port_id, "bound", p.host, p.at)
+            if port_id and p.kind in ("active", "down") and self._last.get(port_id) == ("bound", p.host):
+                # The agent wired it from details the server pushed, without asking: its
+                # first report is the first sign the device exists on that host.
+                rows.append(self._row(Pending("device_seen", p.at, port_id, p.device, p.host,
+                                              {"via": "status report"})))
+                self._remember(port_id, "device_seen", p.host, p.at)
             if port_id and p.kind in _STATE_KINDS:
                 last = self._last.get(port_id)
                 if p.kind != "created" and (last == (p.kind, p.host) or (
