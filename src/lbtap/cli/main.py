@@ -147,7 +147,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT (default off)")
     p.set_defaults(func=cmd_agent)
 
-    for module in ("lbtap.compute.cli", "lbtap.cli.resources", "lbtap.monitoring.cli", "lbtap.cli.agents"):
+    for module in ("lbtap.compute.cli", "lbtap.cli.resources", "lbtap.monitoring.cli", "lbtap.cli.agents",
+                   "lbtap.cli.security"):
         _optional_register(module, sub)
     return parser
 

@@ -72,10 +72,11 @@ class Api:
         except ValueError:
             raise CommandError(f"{method} {path}: the server did not answer JSON") from None
 
-    def list_all(self, plural: str, params: list[tuple[str, str]]) -> list[dict]:
-        """Every item, following ``<plural>_links`` next pages."""
+    def list_all(self, plural: str, params: list[tuple[str, str]], path: str | None = None) -> list[dict]:
+        """Every item, following ``<plural>_links`` next pages (``path``: when the URL
+        differs from the collection key, e.g. ``qos/policies``)."""
         items: list[dict] = []
-        body = self.request("GET", f"/{plural}", params=params)
+        body = self.request("GET", f"/{path or plural}", params=params)
         while True:
             items.extend(body.get(plural, []))
             nxt = next((link["href"] for link in body.get(f"{plural}_links", []) if link.get("rel") == "next"), None)
@@ -215,6 +216,14 @@ def _body(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------- commands
 
 
+def _security() -> Any:
+    """``lbtap.cli.security``, which adds the security-group and QoS flags of ports and
+    networks; imported late because it builds on this module."""
+    from lbtap.cli import security
+
+    return security
+
+
 def _run(args: argparse.Namespace, action: Callable[[Api], int]) -> int:
     api = None
     try:
@@ -264,6 +273,7 @@ def _create(args: argparse.Namespace) -> int:
 
     def action(api: Api) -> int:
         body = _body(args)
+        _security().add_to_body(api, args, body)
         if "network_id" in body:  # --network takes a name too
             body["network_id"] = resolve(api, "networks", body["network_id"])
         item = api.request("POST", f"/{plural}", json={args.resource: body})[args.resource]
@@ -278,6 +288,7 @@ def _update(args: argparse.Namespace) -> int:
 
     def action(api: Api) -> int:
         body = _body(args)
+        _security().add_to_body(api, args, body)
         if not body:
             raise CommandError("nothing to update: give --name, --set KEY=VALUE, ...", code=2)
         ident = resolve(api, plural, args.id)
@@ -342,6 +353,8 @@ def _attr_args(p: argparse.ArgumentParser, resource: str, creating: bool) -> Non
         p.add_argument("--device-id")
         p.add_argument("--device-owner")
         p.add_argument("--host", help="binding:host_id")
+    if resource in ("network", "port"):
+        _security().add_attr_args(p, resource, creating)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any attribute; VALUE is JSON when it parses (e.g. --set shared=true)")
 
