@@ -179,3 +179,22 @@ class BrokerRelay:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
+
+def plug_taps(hosts, ports_by_host, each: Callable[[int], None] | None = None) -> None:
+    """Create and bring up the ports' taps in their host namespaces, round-robin across
+    hosts; ``each(i)`` runs after the i-th tap (to disturb the system mid-burst)."""
+    from lbtap.domain.naming import tap_name
+    from lbtap.drivers.host.netlink import NetlinkHost
+
+    drivers = {x.name: NetlinkHost(x.netns) for x in hosts}
+    try:
+        order = [(n, v[i]) for i in range(max(len(v) for v in ports_by_host.values()))
+                 for n, v in ports_by_host.items() if i < len(v)]
+        for i, (name, p) in enumerate(order):
+            drivers[name].create_tap(tap_name(p["id"]))
+            drivers[name].set_link(tap_name(p["id"]), up=True)
+            if each is not None:
+                each(i)
+    finally:
+        for drv in drivers.values():
+            drv.close()

@@ -15,7 +15,6 @@ import time
 import pytest
 
 from lbtap.domain.naming import bridge_name, tap_name, vxlan_name
-from lbtap.drivers.host.netlink import NetlinkHost
 from tests.fullstack import harness as h
 from tests.fullstack import multihost as mh
 from tests.support import fresh_db_url
@@ -143,22 +142,6 @@ def _start_server_via(d, relay):
         d.transport_url = direct
 
 
-def _plug_taps(hosts, ports_by_host, stop_after=None):
-    """Create the ports' taps in their host namespaces, round-robin across hosts."""
-    drivers = {x.name: NetlinkHost(x.netns) for x in hosts}
-    try:
-        order = [(n, p) for i in range(max(len(v) for v in ports_by_host.values()))
-                 for n, v in ports_by_host.items() if i < len(v) for p in [v[i]]]
-        for i, (name, p) in enumerate(order):
-            drivers[name].create_tap(tap_name(p["id"]))
-            drivers[name].set_link(tap_name(p["id"]), up=True)
-            if stop_after is not None:
-                stop_after(i)
-    finally:
-        for drv in drivers.values():
-            drv.close()
-
-
 def test_burst_through_broker_outage_and_server_restart(deployment, netns_names):
     d, relays = _relayed_deployment(deployment, fresh_db_url("postgresql"))
     try:
@@ -196,7 +179,7 @@ def test_burst_through_broker_outage_and_server_restart(deployment, netns_names)
             if i % 5 == 0:
                 time.sleep(0.1)  # a burst spread over ~2 s, so the faults land inside it
 
-        _plug_taps(hosts, ports_by_host, disturb)
+        mh.plug_taps(hosts, ports_by_host, disturb)
         params = {"network_id": net["id"], "status": "ACTIVE", "fields": "id"}
         h.wait_for(lambda: len(d.api.get("/v2.0/ports", params=params).json()["ports"]) == 100, 60,
                    interval=0.2, what="all 100 ports ACTIVE")

@@ -1,25 +1,32 @@
 """AmqpBus against the real RabbitMQ of this machine (skips when it is not running).
 
 Every test uses its own uuid topics and deletes its queues and exchanges afterwards.
-Broker outages are simulated by having RabbitMQ close *this test's* connection
-(`rabbitmqctl close_connection`), never the whole broker or other processes' connections.
+Most broker outages are simulated for *this test's* connections only: a TCP relay that
+is cut, or RabbitMQ closing one connection (`rabbitmqctl close_connection`). The
+broker-restart tests at the end restart the machine's broker itself (`rabbitmqctl
+stop_app`/`start_app`, serialised by a file lock, always started again): they disturb
+any other client of that broker while they run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import shutil
 import statistics
 import subprocess
 import time
 import uuid
+from collections import Counter
 from urllib.parse import urlparse
 
 import aio_pika
 import pytest
 
 from lbtap.bus.amqp import FANOUT_PREFIX, AmqpBus
-from lbtap.bus.base import CallTimeout, RemoteError, Unreachable, make_bus
+from lbtap.bus.base import BusError, CallTimeout, RemoteError, Unreachable, make_bus
 from tests.support import service_url
 
 
@@ -389,3 +396,213 @@ async def test_broker_forced_close_is_survived(env):
     assert (await client.call(t, "after", timeout=5))["by"] == "s"
     await client.fanout(f, "fan_after")
     await eventually(lambda: fan.got == [("fan_after", {})])
+
+
+
+# -- a real broker restart ------------------------------------------------------------
+#
+# ``rabbitmqctl stop_app`` / ``start_app`` does to clients what a broker restart does:
+# every connection is closed (CONNECTION_FORCED), new ones are refused meanwhile, and
+# exclusive/auto-delete queues and transient messages are gone; durable exchanges,
+# queues, bindings and persistent messages remain. It hits every client of the
+# machine's broker, so restarts are serialised across processes by a file lock and
+# ``start_app`` always runs. The helpers are shared with tests/fullstack.
+
+BROKER_LOCK = "/tmp/lbtap-test-broker-restart.lock"
+
+
+def rabbitmqctl_or_skip() -> None:
+    """Skip (fail with LBTAP_REQUIRE_SERVICES=1) when rabbitmqctl is missing."""
+    if shutil.which("rabbitmqctl") is None:
+        msg = "rabbitmqctl not available to restart the broker"
+        if os.environ.get("LBTAP_REQUIRE_SERVICES") == "1":
+            pytest.fail(msg + " (LBTAP_REQUIRE_SERVICES=1)")
+        pytest.skip(msg)
+
+
+def _rabbitmqctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout, check=True)
+
+
+def amqp_accepts(amqp_url: str) -> bool:
+    """True when an AMQP connection to ``amqp_url`` (its vhost included) opens.
+    Synchronous: call it from a thread when inside an event loop."""
+
+    async def probe() -> bool:
+        try:
+            conn = await aio_pika.connect(amqp_url, timeout=5)
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+def stop_broker() -> None:
+    """``rabbitmqctl stop_app``: drops every client connection, refuses new ones."""
+    _rabbitmqctl("stop_app")
+
+
+def start_broker(amqp_url: str, timeout: float = 180.0) -> None:
+    """``rabbitmqctl start_app`` (retried), then wait until the broker has booted and
+    accepts connections to ``amqp_url`` (vhost management works again by then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _rabbitmqctl("start_app")
+            _rabbitmqctl("await_startup")
+            break
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"RabbitMQ did not start again: {exc}") from exc
+            time.sleep(2)
+    while not amqp_accepts(amqp_url):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"RabbitMQ started but refuses {amqp_url.rpartition('@')[2]}")
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def broker_restart(amqp_url: str):
+    """Stop the broker for the with-block, then start it again and wait until it
+    accepts ``amqp_url`` — also when the block or the stop itself failed."""
+    rabbitmqctl_or_skip()
+    with open(BROKER_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one restart at a time on this machine
+        try:
+            stop_broker()
+            yield
+        finally:
+            start_broker(amqp_url)
+
+
+@contextlib.asynccontextmanager
+async def broker_restart_async(amqp_url: str):
+    """``broker_restart`` for async tests: the rabbitmqctl calls run in threads."""
+    rabbitmqctl_or_skip()
+    cm = broker_restart(amqp_url)
+    await asyncio.to_thread(cm.__enter__)
+    try:
+        yield
+    except BaseException as exc:
+        if not await asyncio.to_thread(cm.__exit__, type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await asyncio.to_thread(cm.__exit__, None, None, None)
+
+
+async def test_broker_restart_fails_calls_in_flight_then_everything_works(env, amqp_url):
+    rabbitmqctl_or_skip()
+    t, slow_t, f, parked = env.topic(), env.topic(), env.topic(), env.topic()
+    rec, fan = Recorder("s"), Recorder("f")
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(method, kwargs):
+        started.set()
+        await release.wait()
+        return "late"
+
+    server = await env.bus(reconnect_interval=0.3)
+    await server.serve(t, rec)
+    await server.serve(slow_t, slow)
+    await server.serve(f, fan, fanout=True)
+    # A host's durable queue whose agent is away: persistent casts wait there.
+    away = await env.bus()
+    await away.serve(parked, Recorder())
+    await away.close()
+    client = await env.bus(reconnect_interval=0.3)
+    await client.cast(parked, "kept", i=1)
+    assert (await client.call(t, "before"))["by"] == "s"
+    in_flight = asyncio.create_task(client.call(slow_t, "x", timeout=120))
+    await asyncio.wait_for(started.wait(), 10)
+
+    async with broker_restart_async(amqp_url):
+        await eventually(lambda: not client.connected and not server.connected, timeout=30)
+        # The call in flight fails with the bus's error instead of waiting 120 s.
+        with pytest.raises(Unreachable):
+            await asyncio.wait_for(in_flight, 10)
+        # While the broker is down: refused at once, nothing queued for later.
+        with pytest.raises(Unreachable):
+            await asyncio.wait_for(client.call(t, "down", timeout=60), 10)
+        with pytest.raises(Unreachable):
+            await asyncio.wait_for(client.cast(t, "down"), 10)
+        with pytest.raises(Unreachable):
+            await asyncio.wait_for(client.fanout(f, "down"), 10)
+        release.set()  # its reply has nowhere to go: logged and dropped
+        await asyncio.sleep(1.5)  # several refused reconnection attempts
+
+    await eventually(lambda: client.connected and server.connected, timeout=60)
+    assert (client.disconnects, server.disconnects) == (1, 1)
+    # Reply queue, durable queue's consumer and fanout subscription are all back.
+    assert (await client.call(t, "after", timeout=10))["by"] == "s"
+    assert (await server.call(t, "self", timeout=10))["by"] == "s"
+    await client.cast(t, "cast_after", i=2)
+    await eventually(lambda: ("cast_after", {"i": 2}) in rec.got)
+    await client.fanout(f, "fan_after")
+    await eventually(lambda: fan.got == [("fan_after", {})])
+    # The persistent cast published before the restart survived it.
+    back = Recorder()
+    await (await env.bus()).serve(parked, back)
+    await eventually(lambda: back.got == [("kept", {"i": 1})])
+    assert not [m for m, _ in rec.got if m == "down"]
+
+
+async def test_traffic_through_a_broker_restart_never_hangs_or_leaks_errors(env, amqp_url):
+    """Calls, casts and fanouts running all through a restart (with requests in the
+    server's hands when it happens): each one ends in time, with a result or a
+    ``BusError`` - never another exception, a stray CancelledError, or a hang."""
+    rabbitmqctl_or_skip()
+    t, f = env.topic(), env.topic()
+    got: list[str] = []
+
+    async def handler(method, kwargs):
+        got.append(method)
+        await asyncio.sleep(0.005)  # some requests are always in progress
+        return kwargs["i"]
+
+    server = await env.bus(reconnect_interval=0.3)
+    await server.serve(t, handler)
+    await server.serve(f, handler, fanout=True)
+    client = await env.bus(reconnect_interval=0.3)
+    outcomes: list[str] = []
+    stop = asyncio.Event()
+
+    async def worker(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            if i % 3:
+                op = client.call(t, "c", w=n, i=i, timeout=5)
+            elif n % 2:
+                op = client.cast(t, "k", w=n, i=i)
+            else:
+                op = client.fanout(f, "x", w=n, i=i)
+            try:
+                # Bounded by the call timeout (5 s) + the publish confirm (10 s).
+                result = await asyncio.wait_for(op, 20)
+                outcomes.append("ok" if result in (None, i) else f"WRONG {result} for {i}")
+            except asyncio.TimeoutError:
+                outcomes.append("HANG")
+            except asyncio.CancelledError:
+                outcomes.append("LEAK CancelledError")  # nobody cancels the workers
+            except BusError as exc:
+                outcomes.append(type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 - what the test looks for
+                outcomes.append(f"LEAK {type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.005)
+
+    workers = [asyncio.create_task(worker(n)) for n in range(8)]
+    await eventually(lambda: outcomes.count("ok") > 100, timeout=20)
+    async with broker_restart_async(amqp_url):
+        await eventually(lambda: not client.connected, timeout=30)
+        await asyncio.sleep(2)
+    await eventually(lambda: client.connected and server.connected, timeout=60)
+    n_ok = outcomes.count("ok")
+    await eventually(lambda: outcomes.count("ok") > n_ok + 100, timeout=30)
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*workers), 30)
+    print("outcomes:", dict(Counter(outcomes)))
+    bad = [o for o in outcomes if o.startswith(("HANG", "LEAK", "WRONG"))]
+    assert not bad, bad[:10]
+    assert "Unreachable" in outcomes

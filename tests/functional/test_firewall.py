@@ -161,8 +161,9 @@ def tcp_connects(client: Guest, server: Guest, port: int, timeout: float = 2.0) 
         c.close()
 
 
-class Listener:
-    """A TCP server in a guest answering "pong" to every connection."""
+class _TcpServer:
+    """A TCP server in a guest; each accepted connection is served by ``_serve_conn``
+    on its own thread until ``close``."""
 
     def __init__(self, g: Guest, port: int):
         with netns.in_namespace(g.ns):
@@ -172,32 +173,107 @@ class Listener:
         self.sock.listen(16)
         self.sock.settimeout(0.2)
         self.stop = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
 
-    def _serve(self) -> None:
+    def _accept(self) -> None:
         while not self.stop:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 continue
-            with conn:
-                conn.settimeout(1)
-                try:
-                    conn.recv(4)
-                    conn.sendall(b"pong")
-                except OSError:
-                    pass
+            t = threading.Thread(target=self._serve_conn, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve_conn(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self.stop = True
-        self.thread.join(2)
+        for t in self.threads:
+            t.join(2)
         self.sock.close()
 
 
 def pings(src: Guest, dst: Guest) -> bool:
     r = subprocess.run(["ip", "netns", "exec", src.ns, "ping", "-c1", "-W1", dst.ip], capture_output=True)
     return r.returncode == 0
+
+
+class Listener(_TcpServer):
+    """Answers "pong" to every connection."""
+
+    def _serve_conn(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(1)
+            try:
+                conn.recv(4)
+                conn.sendall(b"pong")
+            except OSError:
+                pass
+
+
+class EchoServer(_TcpServer):
+    """Echoes everything back until the client closes."""
+
+    def _serve_conn(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        with conn:
+            while not self.stop:
+                try:
+                    data = conn.recv(64)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                conn.sendall(data)
+
+
+class Flow:
+    """An established TCP connection from a guest; ``alive()`` is one echo round trip."""
+
+    def __init__(self, client: Guest, server: Guest, port: int):
+        with netns.in_namespace(client.ns):
+            self.sock = socket.socket()
+        self.sock.settimeout(2)
+        self.sock.connect((server.ip, port))
+        self.n = 0
+
+    def alive(self, timeout: float = 1.5) -> bool:
+        self.n += 1
+        msg = f"m{self.n:05d}".encode()
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                chunk = self.sock.recv(len(msg) - len(got))
+                if not chunk:
+                    return False
+                got += chunk
+        except OSError:
+            return False
+        return got == msg
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def conntrack_entries(ns: str) -> list:
+    """Original-direction tuples of the IPv4 conntrack entries of namespace ``ns``."""
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTSocket
+
+    from lbtap.drivers.firewall.conntrack import parse_entry
+
+    with netns.in_namespace(ns):
+        ct = NFCTSocket(nfgen_family=socket.AF_INET)
+        try:
+            return [parse_entry(m, 4)[0] for m in ct.dump()]
+        finally:
+            ct.close()
 
 
 # -- fixtures -------------------------------------------------------------------------
@@ -237,7 +313,7 @@ def _br_netfilter(ns: str) -> bool:
 def fw(topo):
     d = FirewallDriver(topo.host)
     yield d
-    d.nft.close()
+    d.close()
 
 
 def port(g: Guest, rules=ALLOW_EGRESS, **kw) -> PortFilter:
@@ -374,6 +450,14 @@ def test_ingress_denied_by_default_opened_by_rules_and_closed_again(topo, fw):
         listener.close()
 
 
+def test_icmp_type_rules_match_the_type(topo, fw):
+    a, b = topo.guests["tapa"], topo.guests["tapb"]
+    fw.apply([port(a), port(b, (*ALLOW_EGRESS, Rule(INGRESS, protocol="icmp", port_range_min=13)))])
+    assert not pings(a, b), "a timestamp rule does not let an echo request in"
+    fw.update_port(port(b, (*ALLOW_EGRESS, Rule(INGRESS, protocol="icmp", port_range_min=8, port_range_max=0))))
+    assert pings(a, b)
+
+
 def test_remote_group_rule_follows_membership(topo, fw):
     a, b, c = (topo.guests[t] for t in ("tapa", "tapb", "tapc"))
     listener = Listener(b, 8081)
@@ -407,6 +491,95 @@ def test_replies_to_allowed_egress_come_back(topo, fw):
             listener2.close()
     finally:
         listener.close()
+
+
+# -- conntrack cleanup: what the new rules forbid stops, also mid-flow ------------------
+def _tcp_in(port_no: int, **kw) -> Rule:
+    return Rule(INGRESS, protocol="tcp", port_range_min=port_no, port_range_max=port_no, **kw)
+
+
+class _NoCleanup:
+    def flush(self, flushes) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("cleanup", [True, False], ids=["with-cleanup", "control-without-cleanup"])
+def test_deleting_the_rule_ends_an_established_flow(topo, cleanup):
+    """The control case shows why the cleanup is needed: without it the flow accepted
+    under the old rule goes on (conntrack's "established" is accepted first)."""
+    a, b = topo.guests["tapa"], topo.guests["tapb"]
+    fw = FirewallDriver(topo.host, conntrack=None if cleanup else _NoCleanup())
+    server = EchoServer(b, 8090)
+    flow = None
+    try:
+        fw.apply([port(a), port(b, (*ALLOW_EGRESS, _tcp_in(8090)))])
+        flow = Flow(a, b, 8090)
+        assert flow.alive() and flow.alive()
+        fw.update_ports([port(b)])  # the ingress rule is gone
+        assert flow.alive() is (not cleanup)
+        assert not tcp_connects(a, b, 8090), "new connections are refused either way"
+    finally:
+        if flow:
+            flow.close()
+        server.close()
+        fw.close()
+
+
+def test_a_flow_still_allowed_survives_another_rules_deletion(topo, fw):
+    a, b = topo.guests["tapa"], topo.guests["tapb"]
+    server = EchoServer(b, 8090)
+    kept = None
+    try:
+        fw.apply([port(a), port(b, (*ALLOW_EGRESS, _tcp_in(8090), _tcp_in(8091)))])
+        kept = Flow(a, b, 8090)
+        assert kept.alive()
+        fw.update_ports([port(b, (*ALLOW_EGRESS, _tcp_in(8090)))])
+        assert fw.last_flushes and fw.last_flushes[-1].tap == "tapb"
+        assert kept.alive(), "the 8090 rule still allows this flow: its entry must stay"
+        assert any(e.dst == B_IP and e.dport == 8090 for e in conntrack_entries(topo.host))
+    finally:
+        if kept:
+            kept.close()
+        server.close()
+
+
+def test_removed_remote_group_member_loses_its_established_flow(topo, fw):
+    a, b, c = (topo.guests[t] for t in ("tapa", "tapb", "tapc"))
+    server = EchoServer(b, 8092)
+    flows = []
+    try:
+        fw.apply([port(a), port(b, (*ALLOW_EGRESS, _tcp_in(8092, remote_group_id="web"))), port(c)],
+                 RemoteGroups.of({"web": [A_IP, C_IP]}))
+        flows = [Flow(a, b, 8092), Flow(c, b, 8092)]
+        assert all(f.alive() for f in flows)
+        fw.update_groups(RemoteGroups.of({"web": [C_IP]}))
+        assert not flows[0].alive(), "A left the group: its flow must stop"
+        assert flows[1].alive(), "C is still a member"
+        # A member joining is a set element only: nothing is flushed.
+        fw.last_flushes = ()
+        fw.update_groups(RemoteGroups.of({"web": [C_IP, A_IP]}))
+        assert fw.last_flushes == () and fw.last_script.startswith("add element inet lbtap g4-web")
+    finally:
+        for f in flows:
+            f.close()
+        server.close()
+
+
+def test_removing_a_port_deletes_its_conntrack_entries(topo, fw):
+    a, b = topo.guests["tapa"], topo.guests["tapb"]
+    server = EchoServer(b, 8093)
+    flow = None
+    try:
+        fw.apply([port(a), port(b, (*ALLOW_EGRESS, _tcp_in(8093)))])
+        flow = Flow(a, b, 8093)
+        assert flow.alive()
+        assert any(e.dst == B_IP for e in conntrack_entries(topo.host))
+        fw.remove_port("tapb")
+        assert not any(B_IP in (e.src, e.dst) for e in conntrack_entries(topo.host))
+    finally:
+        if flow:
+            flow.close()
+        server.close()
 
 
 def test_apply_touches_only_lbtap_tables(topo, fw):
@@ -470,6 +643,10 @@ SHAPES = (
     Rule(INGRESS, protocol="vrrp"), Rule(INGRESS, protocol=47),
     Rule(INGRESS, remote_group_id="web"), Rule(EGRESS, "IPv6", remote_group_id="web", protocol="sctp",
                                                port_range_min=5000, port_range_max=5000),
+    # A single-address prefix, and a rule partly overlapping SHAPES[3] (the kernel
+    # refuses overlapping set elements: one of them stays a chain rule).
+    Rule(INGRESS, protocol="udp", port_range_min=53, port_range_max=53, remote_ip_prefix="10.0.0.9/32"),
+    Rule(INGRESS, protocol="udp", port_range_min=1500, port_range_max=2500),
 )
 
 
@@ -496,6 +673,8 @@ def test_every_rule_shape_loads_and_deltas_match_a_full_apply():
             lambda: by_delta.update_port(mk(5, (Rule(INGRESS, remote_group_id="db"),))),
             lambda: by_delta.remove_port("tap2"),
             lambda: by_delta.update_port(mk(1, (), security_groups=("web",))),
+            lambda: by_delta.update_port(mk(4, SHAPES[:3])),  # deletes the /32 and overlapping elements
+            lambda: by_delta.update_groups(RemoteGroups.of({"web": ["10.0.0.0/24", "10.0.0.2"]})),  # overlap
         ]
         for step in steps:
             step()
@@ -504,9 +683,10 @@ def test_every_rule_shape_loads_and_deltas_match_a_full_apply():
             by_full.nft.run(render_full(by_delta.state))
             got = _normalised(by_delta.nft)
             assert got == _normalised(by_full.nft)
-            assert got[("map", "inet", "profile")] and got[("set", "bridge", "ip4_ok")]
-        by_delta.nft.close()
-        by_full.nft.close()
+            assert got[("set", "bridge", "ip4_ok")] and any(
+                v for (kind, fam, _), v in got.items() if kind in ("set", "map") and fam == "inet")
+        by_delta.close()
+        by_full.close()
     finally:
         for n in (ns_delta, ns_full):
             netns.delete(n)

@@ -143,7 +143,7 @@ def test_event_latency(host):
         stop()
     lat.sort()
     print(f"tap create -> event: p50 {lat[10] * 1000:.2f} ms, max {lat[-1] * 1000:.2f} ms")
-    assert lat[len(lat) // 2] < 0.05, lat  # measured here: ~1 ms
+    assert len(lat) == 20, "every create produced its event"
 
 
 def test_event_overflow_is_reported_and_stream_recovers(test_netns):
@@ -250,6 +250,5 @@ def test_speed_1000_taps(host):
     links = host.list_links()
     listing = time.monotonic() - t0
     assert sum(1 for link in links if link.master == "brqspeed") == 1000
+    # Figures only: speed is judged by bench/port_bind.py, never by a timed assertion.
     print(f"1000 taps created+enslaved in {create:.2f} s; list_links of {len(links)} in {listing * 1000:.1f} ms")
-    assert create < 10
-    assert listing < 0.5

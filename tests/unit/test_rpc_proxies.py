@@ -165,9 +165,8 @@ async def test_threaded_sync_handler_does_not_block_the_loop(bus_pair):
     await server.serve("t", Dispatcher({"slow": slow_db_work, "quick": quick}))
     slow = asyncio.create_task(agent.call("t", "slow"))
     await asyncio.sleep(0.05)
-    t0 = time.monotonic()
     assert await agent.call("t", "quick") == "quick"
-    assert time.monotonic() - t0 < 0.15
+    assert not slow.done(), "the quick call was answered while the slow handler still ran"
     assert await slow == "slow"
 
 

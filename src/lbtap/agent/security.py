@@ -281,12 +281,7 @@ class SecurityExtension(BaseExtension):
             self.fw.update_groups(groups)
             self.stats["group_updates"] += 1
         if changed:
-            update_ports = getattr(self.fw, "update_ports", None)
-            if update_ports is not None:
-                update_ports(changed)
-            else:  # FakeFirewall has only the one-port call
-                for f in changed:
-                    self.fw.update_port(f)
+            self.fw.update_ports(changed)
             self.stats["port_updates"] += len(changed)
         for tap in gone:
             self.fw.remove_port(tap)

@@ -62,7 +62,10 @@ RULE_FIELDS = ("direction", "ethertype", "protocol", "port_range_min", "port_ran
                "remote_group_id")
 
 
-def _json(text: str | None) -> list:
+def _json(text: str | list | None) -> list:
+    # psycopg decodes json columns itself even through type_coerce(Text): a list here.
+    if isinstance(text, list):
+        return text
     return json.loads(text) if text and text != "[]" else []
 
 

@@ -9,6 +9,7 @@ import errno
 import pytest
 
 from lbtap.drivers.firewall import EGRESS, INGRESS, FakeFirewall, FirewallDriver, PortFilter, RemoteGroups, Rule
+from lbtap.drivers.firewall.conntrack import Flush
 from lbtap.drivers.firewall.nft import error_from_nft
 from lbtap.drivers.firewall.render import compile_state, render_full
 from lbtap.drivers.host import errors
@@ -42,9 +43,25 @@ def mkport(i: int, *rules: Rule, **kw) -> PortFilter:
     return PortFilter(f"tap{i}", f"fa:16:3e:00:00:{i:02x}", (f"10.0.0.{i}",), rules=rules or (Rule(EGRESS),), **kw)
 
 
+class RecordingConntrack:
+    """Records the flushes instead of touching a conntrack table; ``fail`` makes the
+    next flush raise."""
+
+    def __init__(self):
+        self.calls: list[list[Flush]] = []
+        self.fail: errors.HostError | None = None
+
+    def flush(self, flushes) -> int:
+        if self.fail is not None:
+            e, self.fail = self.fail, None
+            raise e
+        self.calls.append(list(flushes))
+        return 0
+
+
 @pytest.fixture
 def drv():
-    return FirewallDriver(None, nft=RecordingNft(), enable_br_netfilter=False)
+    return FirewallDriver(None, nft=RecordingNft(), enable_br_netfilter=False, conntrack=RecordingConntrack())
 
 
 def kernel_equals_full_render(drv) -> bool:
@@ -141,3 +158,56 @@ def test_same_tap_twice_in_one_batch_keeps_the_last(drv):
     drv.update_ports([mkport(1, Rule(INGRESS)), PortFilter("tap1", "fa:16:3e:00:00:01", ("10.0.0.77",))])
     assert drv.ports["tap1"].ips == ("10.0.0.77",)
     assert kernel_equals_full_render(drv)
+
+
+# -- conntrack cleanup ----------------------------------------------------------------
+SSH = Rule(INGRESS, protocol="tcp", port_range_min=22, port_range_max=22)
+
+
+def test_a_rule_removed_is_flushed_after_the_transaction_a_rule_added_is_not(drv):
+    drv.apply([mkport(1, Rule(EGRESS), SSH)])
+    drv.update_port(mkport(1, Rule(EGRESS), SSH, Rule(INGRESS, protocol="udp")))
+    assert drv.conntrack.calls == []
+    drv.update_port(mkport(1, Rule(EGRESS)))
+    (call,) = drv.conntrack.calls
+    assert [(f.tap, f.direction, f.addresses, f.rules) for f in call] == [
+        ("tap1", INGRESS, ("10.0.0.1",), (Rule(EGRESS),))]
+    assert drv.last_flushes == tuple(call)
+
+
+def test_removing_a_port_and_a_member_are_flushed(drv):
+    r = Rule(INGRESS, remote_group_id="web")
+    drv.apply([mkport(1, r), mkport(2, r)], RemoteGroups.of({"web": ["10.0.0.1", "10.0.0.2"]}))
+    drv.update_groups(RemoteGroups.of({"web": ["10.0.0.1"]}))
+    assert {(f.tap, f.remotes) for f in drv.conntrack.calls[-1]} == {("tap1", ("10.0.0.2",)), ("tap2", ("10.0.0.2",))}
+    drv.remove_port("tap2")
+    assert [(f.tap, f.direction, f.rules) for f in drv.conntrack.calls[-1]] == [("tap2", None, None)]
+
+
+def test_a_retriable_cleanup_failure_raises_after_the_change_and_is_retried(drv):
+    drv.apply([mkport(1, SSH)])
+    drv.conntrack.fail = errors.Transient("ENOBUFS", op="conntrack_flush", code=errno.ENOBUFS)
+    with pytest.raises(errors.Transient):
+        drv.update_port(mkport(1))
+    assert drv.ports["tap1"].rules == (Rule(EGRESS),), "the ruleset and the state moved on"
+    assert kernel_equals_full_render(drv)
+    drv.update_port(mkport(1))  # nothing to program: the pending cleanup runs
+    assert [f.tap for f in drv.conntrack.calls[-1]] == ["tap1"]
+
+
+def test_a_permanent_cleanup_failure_is_not_retried(drv):
+    drv.apply([mkport(1, SSH)])
+    drv.conntrack.fail = errors.PermissionDenied("EPERM", op="conntrack_flush", code=errno.EPERM)
+    with pytest.raises(errors.PermissionDenied):
+        drv.update_port(mkport(1))
+    drv.update_port(mkport(1))
+    assert drv.conntrack.calls == []
+
+
+def test_fake_firewall_records_flushes():
+    fake = FakeFirewall()
+    fake.apply([mkport(1, SSH), mkport(2, SSH)])
+    fake.update_ports([mkport(1), mkport(2, SSH)])
+    fake.remove_port("tap2")
+    assert [(f.tap, f.direction) for f in fake.flushes] == [("tap1", INGRESS), ("tap2", None)]
+    assert fake.transactions == 3

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from lbtap.drivers.firewall.model import EGRESS, INGRESS, IPV4, IPV6, PortFilter, RemoteGroups, Rule
 from lbtap.drivers.firewall.render import (
-    EGRESS_TAG, INGRESS_TAG, compile_groups, compile_state, compile_update, render, render_delta,
+    EGRESS_TAG, INGRESS_TAG, SHARDS, compile_groups, compile_state, compile_update, render, render_delta,
     render_full, rule_expr,
 )
+from lbtap.drivers.firewall.profiles import compile_rules
 from tests.unit.firewall.nftsim import Ruleset
 
 BR, INET = ("bridge", "lbtap"), ("inet", "lbtap")
@@ -89,17 +90,33 @@ def test_antispoof_chain_checks_mac_ip_and_arp_and_counts_drops():
     assert "ether type ip6 counter name spoof_ip drop" in chain
 
 
-def test_ports_of_the_same_groups_share_one_profile_chain():
+def test_ports_of_the_same_groups_share_one_profile_as_set_elements():
     rs = parsed([A, B])
-    inet = rs.tables[INET]
-    profiles = [c for c in inet.chains if c.startswith("p-")]
-    assert len(profiles) == 1
-    targets = {e.split(" : jump ")[1] for e in inet.sets["profile"]}
-    assert targets == set(profiles)
-    body = inet.chains[profiles[0]]
-    assert f"meta mark and 0xff000000 == {INGRESS_TAG:#010x} meta nfproto ipv4 tcp dport 22 accept" in body
-    assert f"meta mark and 0xff000000 == {EGRESS_TAG:#010x} meta nfproto ipv4 accept" in body
+    inet, bridge = rs.tables[INET], rs.tables[BR]
+    assert bridge.sets["port_idx"] == {'"tapa" : 0x1', '"tapb" : 0x1'}  # one profile number, in the mark
+    # Plain rules are elements keyed on the mark (tag | profile), not rules per port.
+    # (profile 1 lives in shard 1 of each set)
+    assert inet.sets["i4_port-1"] == {f"{INGRESS_TAG | 1:#x} . 0.0.0.0/0 . 6 . 22"}
+    assert inet.sets["e4_proto-1"] == {f"{EGRESS_TAG | 1:#x} . 0.0.0.0/0 . 0-255"}
+    # The remote-group rule stays a rule, in one chain the profile map jumps to.
+    assert inet.sets["profile"] == {f"{INGRESS_TAG | 1:#x} : jump r-" + next(
+        c[2:] for c in inet.chains if c.startswith("r-"))}
+    assert [c for c in inet.chains if c.startswith("r-")] and all(
+        body == ["meta nfproto ipv4 ip saddr @g4-sg1 accept"] for c, body in inet.chains.items() if c.startswith("r-"))
     assert inet.sets["g4-sg1"] == {"10.0.0.10", "10.0.0.11"} and inet.sets["g6-sg1"] == {"2001:db8::a"}
+
+
+def test_ruleset_size_does_not_grow_with_ports_or_rules():
+    def tcp(p: int) -> Rule:
+        return Rule(INGRESS, protocol="tcp", port_range_min=p, port_range_max=p)
+
+    many = [PortFilter(f"tap{i}", f"fa:16:3e:00:01:{i:02x}", (f"10.1.0.{i}",), security_groups=(f"sg{i}",),
+                       rules=(Rule(EGRESS), *(tcp(1000 + 10 * i + k) for k in range(8)))) for i in range(1, 40)]
+    rs = parsed(many, RemoteGroups())
+    inet = rs.tables[INET]
+    assert sum(len(body) for body in inet.chains.values()) == sum(
+        len(body) for body in parsed(many[:1], RemoteGroups()).tables[INET].chains.values())
+    assert sum(len(inet.sets[f"i4_port-{k}"]) for k in range(SHARDS)) == 39 * 8
 
 
 def test_different_rules_without_groups_get_different_profiles():
@@ -121,12 +138,14 @@ def test_base_chains_default_deny_with_conntrack_first():
     assert any("udp sport 67 udp dport 68 accept" in r for r in inet.chains["i-base"])
 
 
-def test_indexes_are_kept_across_compiles():
-    first = compile_state([A, B], GROUPS)
-    c = PortFilter("tapc", "fa:16:3e:00:00:0c", ("10.0.0.12",))
-    second = compile_state([B, c], GROUPS, first)
-    assert second.index["tapb"] == first.index["tapb"]
-    assert second.index["tapc"] == first.index["tapa"]  # the freed index is reused
+def test_profile_numbers_are_kept_across_compiles():
+    c = PortFilter("tapc", "fa:16:3e:00:00:0c", ("10.0.0.12",), rules=(Rule(INGRESS),))
+    first = compile_state([A, B, c], GROUPS)
+    assert first.index == {"tapa": 1, "tapb": 1, "tapc": 2}
+    d = PortFilter("tapd", "fa:16:3e:00:00:0d", ("10.0.0.13",), rules=(Rule(EGRESS, IPV6),))
+    second = compile_state([c, d], GROUPS, first)
+    assert second.index["tapc"] == 2
+    assert second.index["tapd"] == 1  # the freed number is reused
 
 
 def test_unchanged_state_gives_an_empty_delta():
@@ -140,18 +159,20 @@ def delta_matches_full(old, new) -> None:
     assert rs.snapshot() == Ruleset().load(render_full(new)).snapshot()
 
 
-def test_group_rule_change_rewrites_the_shared_chain_in_place():
+def test_group_rule_change_is_one_element_of_the_shared_profile():
     old = compile_state([A, B], GROUPS)
     extra = Rule(INGRESS, protocol="udp", port_range_min=53, port_range_max=53)
     a2 = PortFilter(A.tap, A.mac, A.ips, A.allowed_address_pairs, rules=A.rules + (extra,), security_groups=("sg1",))
     b2 = PortFilter(B.tap, B.mac, B.ips, rules=a2.rules, security_groups=("sg1",))
     new = compile_update(old, [(A, a2), (B, b2)], GROUPS)
-    script = render_delta(old, new)
-    assert "flush chain inet lbtap p-" in script
-    assert "element inet lbtap profile" not in script  # no port re-pointed
-    assert "bridge" not in script  # addresses did not change
+    # No port re-pointed, no chain touched, addresses unchanged: one element.
+    assert render_delta(old, new).splitlines() == [
+        f"add element inet lbtap i4_port-1 {{ {INGRESS_TAG | 1:#x} . 0.0.0.0/0 . 17 . 53 }}"]
     delta_matches_full(old, new)
     assert new == compile_state([a2, b2], GROUPS, old)
+    back = compile_update(new, [(a2, A)], GROUPS)
+    assert render_delta(new, back).splitlines() == [
+        f"delete element inet lbtap i4_port-1 {{ {INGRESS_TAG | 1:#x} . 0.0.0.0/0 . 17 . 53 }}"]
 
 
 def test_address_change_touches_only_anti_spoofing_elements():
@@ -228,9 +249,36 @@ def test_deltas_always_reach_the_full_render(ops):
         rs.load(render_delta(state, new))
         state = new
         assert rs.snapshot() == Ruleset().load(render_full(state)).snapshot()
-    # Whatever the path, a filtered port without groups points at a chain holding its
-    # own rules (ports sharing groups share the last-updated rules, by design).
+    # Whatever the path, a filtered port without groups is programmed with its own
+    # rules (ports sharing groups share the last-updated rules, by design).
     for tap, p in ports.items():
         if p.filtered and not p.security_groups:
-            chain = state.chains[state.profile[tap]]
-            assert all(any(rule_expr(r) in line for line in chain) for r in p.rules)
+            body = compile_rules(state.rules_of(tap))
+            assert body == compile_rules(p.rules)
+            number = state.index[tap]
+            for name, text in body.data:
+                mark = (EGRESS_TAG if name[0] == "e" else INGRESS_TAG) | number
+                assert f"{mark:#x} . {text}" in state.data[f"{name}-{number % SHARDS}"]
+
+
+def test_overlapping_members_and_pair_cidrs_are_collapsed_for_interval_sets():
+    # The kernel refuses overlapping elements in an interval set: the whole
+    # transaction would fail.
+    groups = RemoteGroups.of({"sg1": ["10.0.0.0/24", "10.0.0.10", "10.0.1.0/24"]})
+    s = compile_state([A], groups)
+    assert s.sets["g4-sg1"] == {"10.0.0.0/23"}
+    inside = compile_groups(s, RemoteGroups.of({"sg1": ["10.0.0.0/24", "10.0.0.10", "10.0.1.0/24", "10.0.1.7"]}))
+    assert render_delta(s, inside) == ""
+    p = PortFilter("tapp", "fa:16:3e:00:00:0f", ("10.0.0.15",),
+                   allowed_address_pairs=(("10.9.0.0/16", None), ("10.9.1.0/24", None)))
+    assert compile_state([p], GROUPS).elements["ip4_net"] == {'"tapp" . fa:16:3e:00:00:0f . 10.9.0.0/16'}
+
+
+def test_profiles_spread_over_the_shards_by_number():
+    ports = [PortFilter(f"tap{i}", f"fa:16:3e:00:02:{i:02x}", (f"10.2.0.{i}",), rules=(Rule(EGRESS),),
+                        security_groups=(f"sg{i}",)) for i in range(1, SHARDS + 2)]
+    s = compile_state(ports, RemoteGroups())
+    assert {n: len(e) for n, e in s.data.items() if n.startswith("e4_proto-") and e} == {
+        **{f"e4_proto-{k}": 1 for k in range(SHARDS)}, "e4_proto-1": 2}
+    script = render_full(s)
+    assert f"meta mark and {SHARDS - 1:#x} vmap {{ 0 : jump e-s0," in script

@@ -1,7 +1,8 @@
 """The firewall driver: keeps the host's ports, renders, applies one transaction per change.
 
-``FirewallDriver`` is the real one (nftables in a namespace); ``FakeFirewall`` has the
-same interface and records what would have been applied, for agent unit tests.
+``FirewallDriver`` is the real one (nftables in a namespace, then conntrack cleanup);
+``FakeFirewall`` has the same interface and records what would have been applied and
+flushed, for agent unit tests.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import errno
 from typing import Iterable
 
+from lbtap.drivers.firewall.conntrack import ConntrackCleaner, Flush, plan_flushes
 from lbtap.drivers.firewall.model import PortFilter, RemoteGroups
 from lbtap.drivers.firewall.nft import Nft
 from lbtap.drivers.firewall.render import (
@@ -32,7 +34,13 @@ class FirewallDriver:
     * ``remove_port(tap)`` — forget a port.
     * ``update_groups(groups)`` — new remote-group membership (set elements only).
     * ``drop_counters()`` — named drop counters, e.g. ``{"spoof_ip": 3, ...}``.
-    * ``clear()`` — delete lbtap's tables.
+    * ``clear()`` — delete lbtap's tables; ``close()`` — release sockets.
+
+    After a transaction that took something away (a port, an address, a rule, a remote
+    group member) the conntrack entries of flows the new rules no longer allow are
+    deleted (``conntrack`` module; ``last_flushes`` shows the plan). If that fails the
+    error propagates after the ruleset and the driver's state have moved on; a
+    retriable failure keeps the flushes and retries them with the next call.
 
     Incremental calls diff the previous ``Compiled`` state against the new one; if that
     transaction fails (someone flushed the ruleset, say) the driver re-applies the full
@@ -44,24 +52,27 @@ class FirewallDriver:
     agent's executor, drives it.
     """
 
-    def __init__(self, netns: str | None = None, *, nft: Nft | None = None, enable_br_netfilter: bool = True):
+    def __init__(self, netns: str | None = None, *, nft: Nft | None = None, enable_br_netfilter: bool = True,
+                 conntrack: ConntrackCleaner | None = None):
         self.netns = netns
         self.nft = nft or Nft(netns)
+        self.conntrack = conntrack or ConntrackCleaner(netns)
         self.enable_br_netfilter = enable_br_netfilter
         self._ports: dict[str, PortFilter] = {}
         self._groups = RemoteGroups()
         self._state: Compiled | None = None
+        self._pending: list[Flush] = []
         self.last_script = ""
+        self.last_flushes: tuple[Flush, ...] = ()
 
     # -- public interface -------------------------------------------------------------
     def apply(self, ports: Iterable[PortFilter], groups: RemoteGroups | None = None) -> None:
-        ports = list(ports)
-        new = compile_state(ports, groups or RemoteGroups(), self._state)
+        ports = {p.tap: p for p in ports}
+        groups = groups or RemoteGroups()
+        new = compile_state(ports.values(), groups, self._state)
         self._ensure_br_netfilter()
         self._run(render_full(new), "firewall_apply")
-        self._ports = {p.tap: p for p in ports}
-        self._groups = groups or RemoteGroups()
-        self._state = new
+        self._commit(ports, groups, new)
 
     def update_port(self, port: PortFilter) -> None:
         self.update_ports([port])
@@ -81,7 +92,7 @@ class FirewallDriver:
     def clear(self) -> None:
         self._run(f"table bridge {TABLE}\ndelete table bridge {TABLE}\n"
                   f"table inet {TABLE}\ndelete table inet {TABLE}\n", "firewall_clear")
-        self._ports, self._groups, self._state = {}, RemoteGroups(), None
+        self._ports, self._groups, self._state, self._pending = {}, RemoteGroups(), None, []
 
     def drop_counters(self) -> dict[str, int]:
         """Packets dropped, per named counter (anti-spoofing and security groups)."""
@@ -89,6 +100,13 @@ class FirewallDriver:
         out.update(self.nft.counters("bridge", TABLE))
         out.update(self.nft.counters("inet", TABLE))
         return out
+
+    def close(self) -> None:
+        """Release the nft context and the conntrack sockets (the ruleset stays)."""
+        self.nft.close()
+        close = getattr(self.conntrack, "close", None)
+        if close is not None:
+            close()
 
     @property
     def ports(self) -> dict[str, PortFilter]:
@@ -129,7 +147,24 @@ class FirewallDriver:
             state = compile_state(ports.values(), groups, self._state)
             self._ensure_br_netfilter()
             self._run(render_full(state), op, device)
+        self._commit(ports, groups, state, device)
+
+    def _commit(self, ports: dict[str, PortFilter], groups: RemoteGroups, state: Compiled,
+                device: str | None = None) -> None:
+        """The transaction is in: record the new state, then end the flows it forbids."""
+        flushes = plan_flushes(self._state, state, self._ports, ports, self._groups, groups)
         self._ports, self._groups, self._state = ports, groups, state
+        todo, self._pending = [*self._pending, *flushes], []
+        if not todo:
+            return
+        self.last_flushes = tuple(todo)
+        try:
+            self.conntrack.flush(todo)
+        except errors.HostError as e:
+            if e.retriable:
+                self._pending = todo
+            e.device = e.device or device
+            raise
 
     def _run(self, script: str, op: str, device: str | None = None) -> None:
         self.last_script = script
@@ -161,8 +196,9 @@ class FakeFirewall:
     """In-memory stand-in with ``FirewallDriver``'s interface.
 
     ``ports``/``groups`` hold the last applied data, ``compiled`` the state the real
-    driver would have programmed and ``transactions`` counts applied changes;
-    ``fail_next`` makes the next call raise (to test the caller's retry path).
+    driver would have programmed, ``transactions`` counts applied changes and
+    ``flushes`` lists every conntrack ``Flush`` the real driver would have run, in
+    order; ``fail_next`` makes the next call raise (to test the caller's retry path).
     """
 
     def __init__(self, netns: str | None = None):
@@ -171,13 +207,16 @@ class FakeFirewall:
         self.groups = RemoteGroups()
         self.compiled: Compiled | None = None
         self.transactions = 0
+        self.flushes: list[Flush] = []
         self.fail_next: errors.HostError | None = None
 
     def _commit(self, ports: dict[str, PortFilter], groups: RemoteGroups) -> None:
         if self.fail_next is not None:
             e, self.fail_next = self.fail_next, None
             raise e
-        self.compiled = compile_state(ports.values(), groups, self.compiled)
+        compiled = compile_state(ports.values(), groups, self.compiled)
+        self.flushes += plan_flushes(self.compiled, compiled, self.ports, ports, self.groups, groups)
+        self.compiled = compiled
         self.ports, self.groups = ports, groups
         self.transactions += 1
 
@@ -186,6 +225,9 @@ class FakeFirewall:
 
     def update_port(self, port: PortFilter) -> None:
         self._commit({**self.ports, port.tap: port}, self.groups)
+
+    def update_ports(self, ports: Iterable[PortFilter]) -> None:
+        self._commit({**self.ports, **{p.tap: p for p in ports}}, self.groups)
 
     def remove_port(self, tap: str) -> None:
         if tap in self.ports:
@@ -200,3 +242,5 @@ class FakeFirewall:
     def drop_counters(self) -> dict[str, int]:
         return {n: 0 for n in (*COUNTERS_BRIDGE, *COUNTERS_INET)}
 
+    def close(self) -> None:
+        pass
