@@ -57,6 +57,28 @@ from lbtap.bus.base import Bus, BusError, CallTimeout, Handler, RemoteError, Unr
 
 log = logging.getLogger(__name__)
 
+
+class _ReconnectNoise(logging.Filter):
+    """A broker restart makes aio-pika log an ERROR with a traceback for every channel
+    it closes (``RobustChannel._on_close ... RuntimeError``) although the robust
+    connection recovers on its own; operators must not read an expected reconnect as a
+    failure. Those records become one-line WARNINGs; everything else passes untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        try:
+            text = str(record.msg) + repr(record.args)
+        except Exception:  # a repr of aio-pika's objects may fail: never break logging
+            return True
+        if "_on_close" in text:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("aio_pika.tools").addFilter(_ReconnectNoise())
+
 EXCHANGE = "lbtap"
 FANOUT_PREFIX = "lbtap.fanout."
 CONTENT_TYPE = "application/json"
