@@ -20,6 +20,8 @@ from typing import Any, Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from lbtap.domain import constants as c
+
 REPO = Path(__file__).resolve().parents[2]
 LBTAP = str(Path(sys.executable).parent / "lbtap")
 
@@ -303,8 +305,10 @@ class Deployment:
         r = self.api.get("/v2.0/agents", params={"host": host})
         return r.status_code == 200 and any(a.get("alive") for a in r.json()["agents"])
 
-    def agent_conf(self, host: str) -> dict:
-        agents = self.api.get("/v2.0/agents", params={"host": host}).json()["agents"]
+    def agent_conf(self, host: str, agent_type: str = c.AGENT_TYPE_LINUXBRIDGE) -> dict:
+        """The configurations of ``host``'s agent of that type (a host may also run DHCP
+        and L3 agents, listed in no particular order)."""
+        agents = self.api.get("/v2.0/agents", params={"host": host, "agent_type": agent_type}).json()["agents"]
         return agents[0]["configurations"] if agents else {}
 
     def stop(self) -> None:
