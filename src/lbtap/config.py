@@ -119,6 +119,9 @@ class AgentSettings(_Frozen):
     # Agent extensions to enable by name (see lbtap.agent.extensions.KNOWN_EXTENSIONS);
     # None enables every known one, () none.
     extensions: tuple[str, ...] | None = None
+    # All-in-one only: keep dnsmasq and the qdhcp-/qrouter- namespaces when `lbtap up`
+    # stops (the next start adopts them); by default a clean stop removes them.
+    keep_on_exit: bool = False
     # Testing only: "op:device" rules making the driver fail (see drivers/host/faults.py).
     inject_faults: tuple[str, ...] = ()
     # Testing only: SIGUSR1 / the debug_rereport cast make the agent re-report every device.

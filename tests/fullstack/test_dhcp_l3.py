@@ -215,3 +215,80 @@ def test_router_snat_floating_ip_and_port_statuses(lbtap_up, netns_names):
     assert up.api.get("/v2.0/ports").json()["ports"] == []
     h.wait_for(lambda: not [l for l in h.link_names(host) if l.startswith(("tap", "brq"))], 10,
                what="taps and bridges gone")
+
+
+# ------------------------------------------------------------- stopping lbtap up
+def _dhcp_and_router(up, cidr):
+    """A network served by DHCP and a router with an interface on it; returns when
+    dnsmasq runs and both namespaces exist."""
+    state = up.workdir / "state"
+    net = up.create("networks", name="s")
+    sub = up.create("subnets", network_id=net["id"], cidr=cidr, ip_version=4)
+    router = up.create("routers", name="r")
+    iface = put(up, f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": sub["id"]})
+    wait_dhcp_port(up, net["id"])
+    up.wait_status(iface["port_id"], "ACTIVE", timeout=15)
+    pids = h.wait_for(lambda: gu.dnsmasq_pids(state), 10, what="dnsmasq running")
+    assert gu.namespaces("qdhcp-", up.host) and gu.namespaces("qrouter-", up.host)
+    return net, router, pids
+
+
+def _gone(pid):
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def cleanup_cli(*args):
+    return h.sh(h.LBTAP, "cleanup", *args, check=False, timeout=60)
+
+
+def test_clean_stop_of_lbtap_up_leaves_no_dhcp_or_router_state(lbtap_up):
+    up = lbtap_up(CONFIG)
+    state = up.workdir / "state"
+    net, _router, pids = _dhcp_and_router(up, "10.43.0.0/24")
+
+    assert up.stop() == 0, up.log_tail()  # SIGTERM: a clean stop
+    assert not gu.namespaces("qdhcp-", up.host) and not gu.namespaces("qrouter-", up.host)
+    for pid in pids:  # stopped by the PID it started, and reaped by lbtap up itself
+        assert _gone(pid), f"dnsmasq {pid} still there after lbtap up stopped"
+    assert not [l for l in h.link_names(up.netns) if l.startswith("tap")], "DHCP/router tap ends left"
+    assert not list((state / "netns").glob("q*")), "namespace records left"
+    r = cleanup_cli("--state-dir", str(state), "--host", up.host)
+    assert (r.returncode, r.stdout) == (0, "nothing to clean up\n"), r.stderr
+
+    # The next start sets it all up again from the server's state.
+    up.start()
+    h.wait_for(lambda: gu.dnsmasq_pids(state), 15, what="dnsmasq after restart")
+    h.wait_for(lambda: gu.namespaces("qrouter-", up.host), 15, what="router namespace after restart")
+    assert dhcp_namespace(net["id"], up.host) in gu.namespaces("qdhcp-", up.host)
+
+
+def test_keep_on_exit_keeps_dhcp_serving_and_cleanup_removes_a_killed_ones(lbtap_up):
+    up = lbtap_up(CONFIG)
+    up.stop()
+    up.extra = ("--keep-on-exit",)
+    up.start()
+    state = up.workdir / "state"
+    _net, _router, [pid] = _dhcp_and_router(up, "10.44.0.0/24")
+    qdhcp, qrouter = gu.namespaces("qdhcp-", up.host), gu.namespaces("qrouter-", up.host)
+
+    assert up.stop() == 0, up.log_tail()
+    assert gu.dnsmasq_pids(state) == [pid], "--keep-on-exit: dnsmasq keeps serving"
+    assert gu.namespaces("qdhcp-", up.host) == qdhcp and gu.namespaces("qrouter-", up.host) == qrouter
+
+    up.start()  # adopts the running dnsmasq: no DHCP outage
+    h.wait_for(lambda: ": adopted" in up.log_path.read_text(), 15, what="dnsmasq adopted")
+    assert gu.dnsmasq_pids(state) == [pid]
+
+    # A crash leaves everything; lbtap cleanup removes it, and only it.
+    up.stop(signal.SIGKILL)
+    assert gu.dnsmasq_pids(state) == [pid] and gu.namespaces("qdhcp-", up.host) == qdhcp
+    r = cleanup_cli("--state-dir", str(state), "--host", up.host)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(f"stopped dnsmasq pid {pid} ")
+    assert {f"deleted namespace {n}" for n in qdhcp + qrouter} <= set(lines)
+    assert not gu.dnsmasq_pids(state)
+    assert not gu.namespaces("qdhcp-", up.host) and not gu.namespaces("qrouter-", up.host)
+    assert up.netns in h.sh("ip", "netns", "list").stdout.split(), "the host namespace is not cleanup's"
+    r = cleanup_cli("--state-dir", str(state), "--host", up.host)
+    assert (r.returncode, r.stdout) == (0, "nothing to clean up\n"), r.stderr

@@ -263,3 +263,33 @@ def test_deleted_ports_address_goes_to_a_new_port_at_once(env: Env) -> None:
     assert proc.pid == pid
     leases = (env.root / "state4" / "leases").read_text()
     assert successor.mac_address in leases and p1.mac_address not in leases
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def test_a_dnsmasq_we_spawned_leaves_no_zombie_whoever_stops_it(env: Env) -> None:
+    """Stopped through another DnsmasqProcess that adopted it from the pid file (as a
+    DhcpHost teardown of a network it lost track of does), the real dnsmasq this
+    process spawned is reaped: no ``<defunct>`` entry stays behind. Same when it is
+    stopped by the object that started it."""
+    net = _network(env.net_id, [_port(1)])
+    kw = dict(namespace=env.qdhcp, interface=dhcp_device(env.dhcp_port), state_dir=env.root / "state5",
+              dhcp_ips=[DHCP_IP])
+    proc = DnsmasqProcess(net, **kw)
+    env.dnsmasq.append(proc)
+    pid = proc.start()
+    adopter = DnsmasqProcess(net, **kw)
+    assert adopter.is_alive() and adopter.pid == pid
+    adopter.stop()
+    assert _state(pid) is None, f"dnsmasq {pid} left in state {_state(pid)}"
+    assert not proc.is_alive()  # its Popen copes with the child reaped by someone else
+
+    pid2 = proc.start()
+    assert pid2 != pid
+    proc.stop()
+    assert _state(pid2) is None

@@ -9,6 +9,11 @@ a restart. Every ``CHECK_INTERVAL`` it restarts a dnsmasq that died; every
 ``RESYNC_INTERVAL`` it resyncs everything (a lost cast heals).
 
 Bus handlers only queue intent (``DhcpIntents``); host work runs on one worker thread.
+
+Stopping leaves dnsmasq serving and the namespaces in place (a restarted agent adopts
+them: no DHCP outage), unless ``teardown_on_stop`` (``lbtap up`` without
+``--keep-on-exit``): then every network it set up is torn down first. While running it
+holds the state dir's agents lock (``lbtap.agents.state``) against ``lbtap cleanup``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, Callable
 
 from lbtap.agents.dhcp_core import DhcpIntents, dhcp_ips, plan_network, port_cidrs, port_matches
 from lbtap.agents.dhcp_host import DhcpHost
+from lbtap.agents.state import AgentsLock
 from lbtap.bus.base import Bus, BusError, RemoteError, make_bus
 from lbtap.config import Settings
 from lbtap.domain import constants as c
@@ -39,17 +45,21 @@ RETRY_DELAY = 5.0  # a network the server could not give a DHCP port to
 
 
 class DhcpAgent:
-    """One host's DHCP agent. ``run()`` until ``stop()``."""
+    """One host's DHCP agent. ``run()`` until ``stop()``; with ``teardown_on_stop`` it
+    stops every dnsmasq and deletes every namespace it set up before ``run()`` returns."""
 
-    def __init__(self, settings: Settings, bus: Bus, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, settings: Settings, bus: Bus, *, clock: Callable[[], float] = time.monotonic,
+                 teardown_on_stop: bool = False):
         self.settings = settings
         self.host = settings.agent.host
         self.bus = bus
         self.clock = clock
+        self.teardown_on_stop = teardown_on_stop
         self.intents = DhcpIntents()
         self.served: dict[str, dict] = {}  # network id -> our DHCP port
         self.dhcp = DhcpHost(settings.state_dir, host_netns=settings.agent.netns,
-                             host_suffix=self.host if settings.agent.netns else None)
+                             host_suffix=self.host if settings.agent.netns else None, host=self.host)
+        self.lock = AgentsLock(settings.state_dir)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lbtap-dhcp")
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -75,6 +85,13 @@ class DhcpAgent:
 
     # ---- the one loop ------------------------------------------------------------
     async def run(self) -> None:
+        await self._host(self.lock.acquire)  # waits while ``lbtap cleanup`` runs on this state dir
+        try:
+            await self._run()
+        finally:
+            self.lock.release()
+
+    async def _run(self) -> None:
         await self.bus.serve(rpcn.DHCP_TOPIC, self._handle_cast, fanout=True)
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="lbtap-dhcp-heartbeat")
         log.info("DHCP agent %s serving taps into %s", self.host, self.settings.agent.netns or "this namespace")
@@ -92,8 +109,22 @@ class DhcpAgent:
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+            if self.teardown_on_stop:
+                await self._teardown_all()
             await self._host(self.dhcp.close)
             self._pool.shutdown(wait=True)
+
+    async def _teardown_all(self) -> None:
+        """Stop every dnsmasq and delete every namespace this host set up. The DHCP
+        ports stay allocated on the server: a restarted agent plugs them again."""
+        try:
+            done = await self._host(self.dhcp.teardown_all)
+        except Exception as e:  # noqa: BLE001 - stopping anyway
+            log.error("tearing down DHCP on stop failed: %s", e)
+            return
+        self.served.clear()
+        if done:
+            log.info("DHCP torn down on stop: %d network(s)", len(done))
 
     async def iterate(self) -> None:
         now = self.clock()

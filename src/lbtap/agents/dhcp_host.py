@@ -4,7 +4,8 @@ Thin I/O over the tested drivers: ``LinuxSystem`` (namespaces, netlink per names
 and ``DnsmasqProcess``. Every method is idempotent and blocking; the agent runs them
 on its one worker thread. Names: namespace ``qdhcp-<net>[-<host>]``, inside device
 ``ns-<port[:11]>``, host end ``tap<port[:11]>`` in the namespace the L2 agent manages
-(which enslaves it and reports the port ACTIVE, as for any tap).
+(which enslaves it and reports the port ACTIVE, as for any tap). Each namespace is
+recorded in the state dir (``lbtap.agents.state``) before it is created.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import os
 import stat
 from pathlib import Path
 
+from lbtap.agents.state import NamespaceRecord, NamespaceRecords
 from lbtap.drivers.dhcp import DhcpNetwork, DnsmasqProcess
 from lbtap.drivers.dhcp.naming import DHCP_NS_PREFIX, dhcp_device, dhcp_namespace, host_device, owned_ids
 from lbtap.drivers.host import netns as netns_mod
+from lbtap.drivers.router.namespace import destroy_namespace
 from lbtap.drivers.router.system import LinuxSystem
 
 log = logging.getLogger("lbtap.dhcp")
@@ -36,12 +39,16 @@ def world_traversable(path: Path) -> bool:
 
 class DhcpHost:
     """Serves networks on one host. ``host_netns``: where the tap ends go (None: ours);
-    ``host_suffix``: the host name to put in namespace names (None: plain names)."""
+    ``host_suffix``: the host name to put in namespace names (None: plain names);
+    ``host``: the agent's host name, kept in the namespace records."""
 
-    def __init__(self, state_dir: str | Path, *, host_netns: str | None, host_suffix: str | None):
+    def __init__(self, state_dir: str | Path, *, host_netns: str | None, host_suffix: str | None,
+                 host: str | None = None):
         self.state_dir = Path(state_dir) / "dhcp"
         self.host_netns = host_netns
         self.host_suffix = host_suffix
+        self.host = host or host_suffix or ""
+        self.records = NamespaceRecords(state_dir)
         self.system = LinuxSystem()
         self.procs: dict[str, DnsmasqProcess] = {}
         self.ports: dict[str, str] = {}  # network id -> DHCP port id in use
@@ -66,7 +73,7 @@ class DhcpHost:
         old_port = self.ports.get(network.id)
         if old_port is not None and old_port != port["id"]:
             self.teardown(network.id)  # another port now: start from a clean namespace
-        self._plumb(ns, port, cidrs, network.mtu)
+        self._plumb(network.id, port, cidrs, network.mtu)
         self.ports[network.id] = port["id"]
         proc = self.procs.get(network.id)
         if proc is None:
@@ -78,8 +85,13 @@ class DhcpHost:
             return "adopted" if was_alive else "started"
         return proc.update(network, ips)
 
-    def _plumb(self, ns: str, port: dict, cidrs: set[str], mtu: int) -> None:
+    def _record(self, network_id: str) -> NamespaceRecord:
+        return NamespaceRecord(self.namespace(network_id), "dhcp", network_id, self.host, self.host_suffix)
+
+    def _plumb(self, network_id: str, port: dict, cidrs: set[str], mtu: int) -> None:
         sysm = self.system
+        ns = self.namespace(network_id)
+        self.records.add(self._record(network_id))  # before the namespace: a crash leaves no unrecorded one
         sysm.create_namespace(ns)
         inner, tap = dhcp_device(port["id"]), host_device(port["id"])
         ndrv, hdrv = sysm.driver(ns), sysm.driver(self.host_netns)
@@ -124,20 +136,37 @@ class DhcpHost:
             # Not started by this run (e.g. after a restart): adopt to stop it cleanly.
             proc = DnsmasqProcess(DhcpNetwork(id=network_id), namespace=ns, interface="",
                                   state_dir=self.state_dir / network_id)
-        proc.stop(clean=True)
+        proc.stop(clean=True)  # by the PID it started or verified, reaped if ours
         port_id = self.ports.pop(network_id, None)
-        if netns_mod.exists(ns):
-            ndrv = self.system.driver(ns)
-            for link in ndrv.list_links():
-                if link.kind == "veth":
-                    ndrv.delete_link(link.name)  # takes the tap end with it
-            self.system.delete_namespace(ns)
-        elif port_id is not None:
+        if not destroy_namespace(self.system, ns) and port_id is not None:  # veths take their tap ends along
             self.system.driver(self.host_netns).delete_link(host_device(port_id))
+        self.records.remove(ns)
 
     def stale(self) -> list[str]:
         """Network ids of our namespaces present on the machine (found after a restart)."""
         return owned_ids(netns_mod.list_namespaces(), DHCP_NS_PREFIX, self.host_suffix)
+
+    def owned(self) -> list[str]:
+        """Networks whose DHCP this host set up: served by this run, recorded in the
+        state dir for this host, or (names carrying the host) found on the machine."""
+        ids = set(self.procs) | set(self.ports)
+        ids |= {r.resource_id for r in self.records.read()
+                if r.kind == "dhcp" and r.host == self.host and r.suffix == self.host_suffix and r.valid()}
+        if self.host_suffix:
+            ids |= set(self.stale())
+        return sorted(ids)
+
+    def teardown_all(self) -> list[str]:
+        """Tear down every network of ``owned`` (``lbtap up`` stopping); returns those
+        done. A failure is logged and the others are still torn down."""
+        done = []
+        for net in self.owned():
+            try:
+                self.teardown(net)
+                done.append(net)
+            except Exception as e:  # noqa: BLE001 - stopping: do the rest, say what stays
+                log.error("tearing down DHCP for network %s failed: %s", net, e)
+        return done
 
     def close(self) -> None:
         """Forget sockets; dnsmasq keeps serving (a restarted agent adopts it)."""

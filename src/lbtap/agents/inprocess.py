@@ -16,9 +16,13 @@ log = logging.getLogger("lbtap.up")
 AGENTS = (("lbtap.agents.dhcp", "DhcpAgent"), ("lbtap.agents.l3", "L3Agent"))
 
 
-def start_network_agents(settings: Settings, bus: Bus,
-                         on_done: Callable[[asyncio.Task], None]) -> list[tuple[Any, asyncio.Task]]:
-    """Start every agent of ``AGENTS`` that exists in this build; ``on_done`` sees a crash."""
+def start_network_agents(settings: Settings, bus: Bus, on_done: Callable[[asyncio.Task], None], *,
+                         teardown_on_stop: bool = False) -> list[tuple[Any, asyncio.Task]]:
+    """Start every agent of ``AGENTS`` that exists in this build; ``on_done`` sees a crash.
+
+    ``teardown_on_stop``: a stopped agent removes what it set up (dnsmasq, namespaces)
+    before its task ends, instead of leaving it for a restarted agent to adopt.
+    """
     out = []
     for module, cls in AGENTS:
         try:
@@ -27,7 +31,7 @@ def start_network_agents(settings: Settings, bus: Bus,
             if e.name == module:
                 continue
             raise
-        agent = getattr(mod, cls)(settings, bus)
+        agent = getattr(mod, cls)(settings, bus, teardown_on_stop=teardown_on_stop)
         task = asyncio.create_task(agent.run(), name=f"lbtap-{cls}")
 
         def done(t: asyncio.Task, name: str = cls) -> None:

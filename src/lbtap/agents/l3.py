@@ -7,6 +7,11 @@ serves and applies each changed one with ``RouterNamespace.sync`` (namespace
 namespace the L2 agent manages, addresses, routes, SNAT and floating-IP NAT in one
 nft transaction). Routers the server no longer gives us are destroyed (namespace,
 veths and NAT table go together). A failure is retried for that router only.
+
+Each router namespace is recorded in the state dir before it is created
+(``lbtap.agents.state``). Stopping leaves the routers in place (a restarted agent
+re-syncs them without an outage), unless ``teardown_on_stop`` (``lbtap up`` without
+``--keep-on-exit``). While running the agent holds the state dir's agents lock.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import time
 from typing import Any, Callable
 
 from lbtap.agents.l3_core import L3Intents, plan_routers
+from lbtap.agents.state import AgentsLock, NamespaceRecord, NamespaceRecords
 from lbtap.bus.base import Bus, BusError, make_bus
 from lbtap.config import Settings
 from lbtap.domain import constants as c
 from lbtap.domain.models import AgentState
 from lbtap.drivers.host import netns as netns_mod
 from lbtap.drivers.router import LinuxSystem, Router, RouterNamespace
-from lbtap.drivers.router.naming import ROUTER_NS_PREFIX, owned_ids
+from lbtap.drivers.router.naming import ROUTER_NS_PREFIX, owned_ids, router_namespace
 from lbtap.rpc import topics
 from lbtap.rpc.proxies import PluginClient
 from lbtap.server import l3_ext as rpcn
@@ -38,15 +44,20 @@ RPC_TIMEOUT = 30.0
 
 
 class L3Agent:
-    """One host's L3 agent. ``run()`` until ``stop()``."""
+    """One host's L3 agent. ``run()`` until ``stop()``; with ``teardown_on_stop`` it
+    destroys every router namespace it set up before ``run()`` returns."""
 
-    def __init__(self, settings: Settings, bus: Bus, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, settings: Settings, bus: Bus, *, clock: Callable[[], float] = time.monotonic,
+                 teardown_on_stop: bool = False):
         self.settings = settings
         self.host = settings.agent.host
         self.host_netns = settings.agent.netns
         self.suffix = self.host if settings.agent.netns else None
         self.bus = bus
         self.clock = clock
+        self.teardown_on_stop = teardown_on_stop
+        self.records = NamespaceRecords(settings.state_dir)
+        self.lock = AgentsLock(settings.state_dir)
         self.intents = L3Intents()
         self.applied: dict[str, dict] = {}
         self.system = LinuxSystem()
@@ -69,6 +80,13 @@ class L3Agent:
         self._wake.set()
 
     async def run(self) -> None:
+        await self._host(self.lock.acquire)  # waits while ``lbtap cleanup`` runs on this state dir
+        try:
+            await self._run()
+        finally:
+            self.lock.release()
+
+    async def _run(self) -> None:
         await self.bus.serve(rpcn.L3_TOPIC, self._handle_cast, fanout=True)
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="lbtap-l3-heartbeat")
         log.info("L3 agent %s: router taps go into %s", self.host, self.host_netns or "this namespace")
@@ -86,11 +104,41 @@ class L3Agent:
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+            if self.teardown_on_stop:
+                await self._teardown_all()
             await self._host(self.system.close)
             self._pool.shutdown(wait=True)
 
     def _present(self) -> set[str]:
         return set(owned_ids(netns_mod.list_namespaces(), ROUTER_NS_PREFIX, self.suffix))
+
+    def _owned(self) -> set[str]:
+        """Routers this host set up: applied by this run, recorded in the state dir for
+        this host, or (names carrying the host) found on the machine."""
+        ids = set(self.applied)
+        ids |= {r.resource_id for r in self.records.read()
+                if r.kind == "router" and r.host == self.host and r.suffix == self.suffix and r.valid()}
+        if self.suffix:
+            ids |= self._present()
+        return ids
+
+    async def _teardown_all(self) -> None:
+        """Destroy every router namespace this host set up (``lbtap up`` stopping)."""
+        try:
+            owned = await self._host(self._owned)
+        except Exception as e:  # noqa: BLE001 - stopping anyway
+            log.error("listing routers to remove on stop failed: %s", e)
+            return
+        done = 0
+        for rid in sorted(owned):
+            try:
+                await self._host(self._destroy, rid)
+                self.applied.pop(rid, None)
+                done += 1
+            except Exception as e:  # noqa: BLE001 - do the others, say what stays
+                log.error("removing router %s on stop failed: %s", rid, e)
+        if done:
+            log.info("routers removed on stop: %d", done)
 
     async def iterate(self) -> None:
         force = self.clock() >= self._next_resync
@@ -135,10 +183,12 @@ class L3Agent:
 
     def _sync(self, d: dict) -> Any:
         ns = RouterNamespace(d["id"], host=self.suffix, host_netns=self.host_netns, system=self.system)
+        self.records.add(NamespaceRecord(ns.name, "router", d["id"], self.host, self.suffix))
         return ns.sync(Router.from_dict(d))
 
     def _destroy(self, rid: str) -> None:
         RouterNamespace(rid, host=self.suffix, host_netns=self.host_netns, system=self.system).destroy()
+        self.records.remove(router_namespace(rid, self.suffix))
 
     def agent_state(self, start: bool = False) -> AgentState:
         return AgentState(binary="lbtap-l3-agent", host=self.host, agent_type=c.AGENT_TYPE_L3, topic=rpcn.L3_TOPIC,

@@ -67,6 +67,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
         "agent.physical_interface_mappings": parse_mappings(mappings) if mappings else None,
         "agent.local_ip": g("local_ip"),
         "agent.metrics_port": g("metrics_port"),
+        "agent.keep_on_exit": g("keep_on_exit") or None,
     }
     return load_settings(g("config"), overrides)
 
@@ -138,6 +139,9 @@ def make_parser() -> argparse.ArgumentParser:
     _common_settings_args(p)
     _server_args(p)
     _agent_args(p)
+    p.add_argument("--keep-on-exit", action="store_true",
+                   help="leave dnsmasq and the qdhcp-/qrouter- namespaces running when stopped "
+                        "(the next lbtap up adopts them); default: remove them")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("agent", help="run the L2 agent for one host")
@@ -148,7 +152,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_agent)
 
     for module in ("lbtap.compute.cli", "lbtap.cli.resources", "lbtap.monitoring.cli", "lbtap.cli.agents",
-                   "lbtap.cli.security"):
+                   "lbtap.cli.security", "lbtap.cli.cleanup"):
         _optional_register(module, sub)
     return parser
 

@@ -132,3 +132,70 @@ async def test_l3_agent_claims_applies_changes_only_and_destroys(server):
     finally:
         agent.stop()
         await asyncio.wait_for(task, 10)
+
+
+class TearingDhcpHost(FakeDhcpHost):
+    def teardown_all(self):
+        nets = sorted(self.serving)
+        for net in nets:
+            self.teardown(net)
+        self.calls.append(("teardown_all",))
+        return nets
+
+
+@pytest.mark.parametrize("teardown", [False, True])
+async def test_dhcp_agent_tears_down_on_stop_only_when_asked(server, teardown):
+    settings, bus, svc = server
+    agent = DhcpAgent(settings, bus, teardown_on_stop=teardown)
+    agent.dhcp = fake = TearingDhcpHost()
+    task = await run_agent(agent)
+    try:
+        net = await create(svc, "networks", {"name": "n"})
+        await create(svc, "subnets", {"network_id": net["id"], "cidr": "10.0.0.0/24", "ip_version": 4})
+        await until(lambda: net["id"] in fake.serving)
+        port_id = fake.serving[net["id"]][0]
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+    if teardown:  # lbtap up stopping: nothing left, the DHCP port stays allocated for the next start
+        assert fake.calls[-2:] == [("teardown", net["id"]), ("teardown_all",)] and not fake.serving
+        assert agent.served == {}
+        assert (await asyncio.to_thread(svc.get, ADMIN, "ports", port_id))["device_owner"] == "network:dhcp"
+    else:  # a standalone agent: dnsmasq keeps serving for the next agent to adopt
+        assert ("teardown_all",) not in fake.calls and net["id"] in fake.serving
+    # The agents' lock is released: lbtap cleanup may run now.
+    from lbtap.agents.state import ExclusiveLock
+
+    with ExclusiveLock(settings.state_dir):
+        pass
+
+
+@pytest.mark.parametrize("teardown", [False, True])
+async def test_l3_agent_destroys_its_routers_on_stop_only_when_asked(server, teardown):
+    from lbtap.agents.state import NamespaceRecord, NamespaceRecords
+    from lbtap.drivers.router.naming import router_namespace
+
+    settings, bus, svc = server
+    # A router a previous run of this host recorded (kept with --keep-on-exit), not given any more.
+    old = "99999999-9999-4999-8999-999999999999"
+    NamespaceRecords(settings.state_dir).add(NamespaceRecord(router_namespace(old), "router", old, "h1", None))
+    NamespaceRecords(settings.state_dir).add(NamespaceRecord(router_namespace(old[::-1]), "router", old[::-1],
+                                                             "other-host", None))
+    agent = L3Agent(settings, bus, teardown_on_stop=teardown)
+    synced, destroyed = [], []
+    agent._sync = lambda d: synced.append(d["id"]) or type("R", (), {"changed": False, "problems": []})()
+    agent._destroy = destroyed.append
+    agent._present = lambda: set()
+    task = await run_agent(agent)
+    try:
+        router = await create(svc, "routers", {"name": "r"})
+        await until(lambda: router["id"] in synced)
+        destroyed.clear()
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+    if teardown:
+        assert sorted(destroyed) == sorted([router["id"], old]), "another host's record is not this agent's"
+        assert agent.applied == {}
+    else:
+        assert destroyed == [] and router["id"] in agent.applied

@@ -15,6 +15,9 @@ served subnets, the interface, settings) restarts it.
 dnsmasq drops root to an unprivileged user after start-up and re-reads the files as
 that user, so the state directory is made world-traversable and the files
 world-readable; every directory above it must be traversable too.
+
+Whoever stops a dnsmasq it is the parent of also reaps it (``reap``): the agent that
+spawned it, or ``lbtap cleanup`` run from that process, never leaves a ``<defunct>``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from lbtap.drivers.dhcp.leases import LeaseDiff, diff_leases
 from lbtap.drivers.dhcp.release import send_releases
@@ -85,6 +89,76 @@ def _cmdline(pid: int) -> list[str] | None:
     if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
         return None  # a zombie serves nothing
     return [a.decode() for a in raw.split(b"\0") if a]
+
+
+def reap(pid: int) -> bool:
+    """Collect the exit status of ``pid`` if it is our child and has exited.
+
+    True if it was reaped now. A process that is not our child (adopted from a pid
+    file, or already reaped by a ``Popen``) is left to its parent: False.
+    """
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return done == pid
+
+
+def read_pid(paths: DnsmasqPaths) -> int | None:
+    """The PID in dnsmasq's pid file (not checked: see ``is_lbtap_dnsmasq``)."""
+    try:
+        pid = int(paths.pid.read_text().strip())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    return pid if pid > 0 else None
+
+
+def is_lbtap_dnsmasq(pid: int, paths: DnsmasqPaths) -> bool:
+    """Whether ``pid`` is a live dnsmasq that lbtap started for the state directory of
+    ``paths``: the program is dnsmasq and its command line names that directory's pid
+    and hosts files (a PID from a stale pid file may belong to anyone by now)."""
+    args = _cmdline(pid)
+    return (bool(args) and os.path.basename(args[0]) == "dnsmasq" and f"--pid-file={paths.pid}" in args
+            and f"--dhcp-hostsfile={paths.hosts}" in args)
+
+
+def terminate(pid: int, running: Callable[[], bool], popen: subprocess.Popen | None = None,
+              timeout: float | None = None) -> None:
+    """SIGTERM ``pid``, wait up to ``timeout`` while ``running()``, then SIGKILL; reap it
+    if it is our child.
+
+    The caller has checked that ``pid`` is the process it means; ``running`` re-checks
+    that (a zombie or a reused PID is not running) before each signal.
+    """
+    if timeout is None:
+        timeout = STOP_TIMEOUT
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while running() and time.monotonic() < deadline:
+        if popen is None and reap(pid):
+            break
+        time.sleep(0.01)
+    if running():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if popen is not None:
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.error("dnsmasq pid %d did not exit after SIGKILL", pid)
+        else:
+            deadline = time.monotonic() + timeout
+            while not reap(pid) and running() and time.monotonic() < deadline:
+                time.sleep(0.01)
+    if popen is not None:
+        popen.poll()  # reaps it if it is gone
+    else:
+        reap(pid)
 
 
 class DnsmasqProcess:
@@ -176,11 +250,8 @@ class DnsmasqProcess:
         return _cmdline(self._pid) != self.command()[4:]  # without "ip netns exec NS"
 
     def _read_pidfile(self) -> int | None:
-        try:
-            pid = int(self.paths.pid.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if self._owns(pid) else None
+        pid = read_pid(self.paths)
+        return pid if pid is not None and self._owns(pid) else None
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> int:
@@ -326,20 +397,9 @@ class DnsmasqProcess:
         if self.is_alive():
             pid = self._pid
             assert pid is not None
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while self._still_running(pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if self._still_running(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                if self._popen is not None:
-                    self._popen.wait(STOP_TIMEOUT)
+            # Reaped too when we are its parent but hold no Popen (e.g. adopted from the
+            # pid file by another DnsmasqProcess of this process): no zombie stays.
+            terminate(pid, lambda: self._still_running(pid), self._popen)
         self._popen = None
         self._pid = None
         if clean:

@@ -19,6 +19,7 @@ from lbtap.drivers.host.base import Route
 from lbtap.drivers.router.model import Router, RouterPort
 from lbtap.drivers.router.nat import render_nat
 from lbtap.drivers.router.naming import (
+    DHCP_DEV_PREFIX,
     GATEWAY_DEV_PREFIX,
     INTERNAL_DEV_PREFIX,
     gateway_device,
@@ -235,10 +236,18 @@ class RouterNamespace:
         then its devices (and their host ends on the bridges) would linger. The NAT
         table goes with the namespace.
         """
-        if not self.system.namespace_exists(self.name):
-            return
-        rdrv = self.system.driver(self.name)
-        for link in rdrv.list_links():
-            if link.kind == "veth" or link.name.startswith((INTERNAL_DEV_PREFIX, GATEWAY_DEV_PREFIX)):
-                rdrv.delete_link(link.name)
-        self.system.delete_namespace(self.name)
+        destroy_namespace(self.system, self.name)
+
+
+def destroy_namespace(system: RouterSystem, name: str) -> bool:
+    """Delete the veths in namespace ``name`` (their host ends go with them), then the
+    namespace; False if there was none. Shared by the L3 and DHCP agents and ``lbtap
+    cleanup``; the caller decides that ``name`` is one of lbtap's."""
+    if not system.namespace_exists(name):
+        return False
+    drv = system.driver(name)
+    for link in drv.list_links():
+        if link.kind == "veth" or link.name.startswith((INTERNAL_DEV_PREFIX, GATEWAY_DEV_PREFIX, DHCP_DEV_PREFIX)):
+            drv.delete_link(link.name)
+    system.delete_namespace(name)
+    return True
