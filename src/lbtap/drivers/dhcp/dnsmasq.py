@@ -158,7 +158,20 @@ def terminate(pid: int, running: Callable[[], bool], popen: subprocess.Popen | N
     if popen is not None:
         popen.poll()  # reaps it if it is gone
     else:
-        reap(pid)
+        # Its command line empties before the exit completes: when it is our child,
+        # wait (briefly) for the exit status, or it would stay a zombie.
+        deadline = time.monotonic() + timeout
+        while _is_child_pending(pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+def _is_child_pending(pid: int) -> bool:
+    """True while ``pid`` is our child and not yet reaped (reaps it once it exited)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False  # not our child, or already reaped
+    return done != pid
 
 
 class DnsmasqProcess:
