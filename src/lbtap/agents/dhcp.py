@@ -18,58 +18,45 @@ holds the state dir's agents lock (``lbtap.agents.state``) against ``lbtap clean
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import time
 from typing import Any, Callable
 
 from lbtap.agents.dhcp_core import DhcpIntents, dhcp_ips, plan_network, port_cidrs, port_matches
 from lbtap.agents.dhcp_host import DhcpHost
-from lbtap.agents.state import AgentsLock
-from lbtap.bus.base import Bus, BusError, RemoteError, make_bus
+from lbtap.agents.loop import NetworkAgentLoop, run_standalone
+from lbtap.bus.base import Bus, BusError, RemoteError
 from lbtap.config import Settings
 from lbtap.domain import constants as c
 from lbtap.domain.models import AgentState
 from lbtap.rpc import topics
-from lbtap.rpc.proxies import PluginClient
 from lbtap.server import dhcp_ext as rpcn
 
 log = logging.getLogger("lbtap.dhcp")
 
-BATCH_DELAY = 0.05  # coalesce bursts of port casts into one reload
 CHECK_INTERVAL = 1.0  # how often dead dnsmasq processes are looked for
 RESYNC_INTERVAL = 60.0
 RPC_TIMEOUT = 30.0
 RETRY_DELAY = 5.0  # a network the server could not give a DHCP port to
 
 
-class DhcpAgent:
+class DhcpAgent(NetworkAgentLoop):
     """One host's DHCP agent. ``run()`` until ``stop()``; with ``teardown_on_stop`` it
     stops every dnsmasq and deletes every namespace it set up before ``run()`` returns."""
 
+    topic = rpcn.DHCP_TOPIC
+    kind = "dhcp"
+    log = log
+
     def __init__(self, settings: Settings, bus: Bus, *, clock: Callable[[], float] = time.monotonic,
                  teardown_on_stop: bool = False):
-        self.settings = settings
-        self.host = settings.agent.host
-        self.bus = bus
-        self.clock = clock
-        self.teardown_on_stop = teardown_on_stop
+        super().__init__(settings, bus, clock=clock, teardown_on_stop=teardown_on_stop)
         self.intents = DhcpIntents()
         self.served: dict[str, dict] = {}  # network id -> our DHCP port
         self.dhcp = DhcpHost(settings.state_dir, host_netns=settings.agent.netns,
                              host_suffix=self.host if settings.agent.netns else None, host=self.host)
-        self.lock = AgentsLock(settings.state_dir)
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lbtap-dhcp")
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
         self._next_check = 0.0
-        self._next_resync = 0.0
-        self.plugin = PluginClient(bus)
         self.stats = {"reloads": 0, "restarts": 0, "syncs": 0, "errors": 0}
-
-    async def _host(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         return await self.bus.call(topics.PLUGIN, method, timeout=RPC_TIMEOUT, host=self.host, **kwargs)
@@ -79,40 +66,14 @@ class DhcpAgent:
         if self.intents.on_cast(method, kwargs, set(self.served)):
             self._wake.set()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
+    def next_deadline(self) -> float:
+        return min(self._next_check, self._next_resync)
 
-    # ---- the one loop ------------------------------------------------------------
-    async def run(self) -> None:
-        await self._host(self.lock.acquire)  # waits while ``lbtap cleanup`` runs on this state dir
-        try:
-            await self._run()
-        finally:
-            self.lock.release()
+    def _started(self) -> str:
+        return f"DHCP agent {self.host} serving taps into {self.settings.agent.netns or 'this namespace'}"
 
-    async def _run(self) -> None:
-        await self.bus.serve(rpcn.DHCP_TOPIC, self._handle_cast, fanout=True)
-        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="lbtap-dhcp-heartbeat")
-        log.info("DHCP agent %s serving taps into %s", self.host, self.settings.agent.netns or "this namespace")
-        try:
-            while not self._stopping.is_set():
-                self._wake.clear()
-                await self.iterate()
-                timeout = max(0.0, min(self._next_check, self._next_resync) - self.clock())
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-                except asyncio.TimeoutError:
-                    pass
-                if not self._stopping.is_set():
-                    await asyncio.sleep(BATCH_DELAY)  # let a burst of casts pile up
-        finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
-            if self.teardown_on_stop:
-                await self._teardown_all()
-            await self._host(self.dhcp.close)
-            self._pool.shutdown(wait=True)
+    def _close_host(self) -> None:
+        self.dhcp.close()
 
     async def _teardown_all(self) -> None:
         """Stop every dnsmasq and delete every namespace this host set up. The DHCP
@@ -211,33 +172,7 @@ class DhcpAgent:
                           configurations={"networks": len(self.served), "netns": self.settings.agent.netns,
                                           **self.stats})
 
-    async def _heartbeat_loop(self) -> None:
-        start = True
-        while True:
-            state = self.agent_state(start)
-            try:
-                await self.plugin.report_state(state, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-                start = False
-            except BusError as e:
-                log.warning("DHCP agent heartbeat not delivered: %s", e)
-            await asyncio.sleep(self.settings.agent.report_interval)
-
 
 async def run_dhcp_agent(settings: Settings) -> None:
     """``lbtap dhcp-agent``: the DHCP agent alone, talking to a server over the bus."""
-    import signal
-
-    if settings.agent.netns:
-        from lbtap.drivers.host import netns
-
-        netns.create(settings.agent.netns)
-    bus = make_bus(settings.bus.transport_url)
-    await bus.start()
-    agent = DhcpAgent(settings, bus)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, agent.stop)
-    try:
-        await agent.run()
-    finally:
-        await bus.close()
+    await run_standalone(settings, DhcpAgent)

@@ -16,15 +16,14 @@ re-syncs them without an outage), unless ``teardown_on_stop`` (``lbtap up`` with
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import time
 from typing import Any, Callable
 
 from lbtap.agents.l3_core import L3Intents, plan_routers
-from lbtap.agents.state import AgentsLock, NamespaceRecord, NamespaceRecords
-from lbtap.bus.base import Bus, BusError, make_bus
+from lbtap.agents.loop import NetworkAgentLoop, run_standalone
+from lbtap.agents.state import NamespaceRecord, NamespaceRecords
+from lbtap.bus.base import Bus, BusError
 from lbtap.config import Settings
 from lbtap.domain import constants as c
 from lbtap.domain.models import AgentState
@@ -32,82 +31,43 @@ from lbtap.drivers.host import netns as netns_mod
 from lbtap.drivers.router import LinuxSystem, Router, RouterNamespace
 from lbtap.drivers.router.naming import ROUTER_NS_PREFIX, owned_ids, router_namespace
 from lbtap.rpc import topics
-from lbtap.rpc.proxies import PluginClient
 from lbtap.server import l3_ext as rpcn
 
 log = logging.getLogger("lbtap.l3")
 
-BATCH_DELAY = 0.05
 RESYNC_INTERVAL = 60.0
 RETRY_DELAY = 1.0
 RPC_TIMEOUT = 30.0
 
 
-class L3Agent:
+class L3Agent(NetworkAgentLoop):
     """One host's L3 agent. ``run()`` until ``stop()``; with ``teardown_on_stop`` it
     destroys every router namespace it set up before ``run()`` returns."""
 
+    topic = rpcn.L3_TOPIC
+    kind = "l3"
+    log = log
+
     def __init__(self, settings: Settings, bus: Bus, *, clock: Callable[[], float] = time.monotonic,
                  teardown_on_stop: bool = False):
-        self.settings = settings
-        self.host = settings.agent.host
+        super().__init__(settings, bus, clock=clock, teardown_on_stop=teardown_on_stop)
         self.host_netns = settings.agent.netns
         self.suffix = self.host if settings.agent.netns else None
-        self.bus = bus
-        self.clock = clock
-        self.teardown_on_stop = teardown_on_stop
         self.records = NamespaceRecords(settings.state_dir)
-        self.lock = AgentsLock(settings.state_dir)
         self.intents = L3Intents()
         self.applied: dict[str, dict] = {}
         self.system = LinuxSystem()
-        self.plugin = PluginClient(bus)
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lbtap-l3")
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._next_resync = 0.0
         self.stats = {"syncs": 0, "applied": 0, "destroyed": 0, "errors": 0}
-
-    async def _host(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def _handle_cast(self, method: str, kwargs: dict[str, Any]) -> None:
         if self.intents.on_cast(method, kwargs):
             self._wake.set()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
+    def _started(self) -> str:
+        return f"L3 agent {self.host}: router taps go into {self.host_netns or 'this namespace'}"
 
-    async def run(self) -> None:
-        await self._host(self.lock.acquire)  # waits while ``lbtap cleanup`` runs on this state dir
-        try:
-            await self._run()
-        finally:
-            self.lock.release()
-
-    async def _run(self) -> None:
-        await self.bus.serve(rpcn.L3_TOPIC, self._handle_cast, fanout=True)
-        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="lbtap-l3-heartbeat")
-        log.info("L3 agent %s: router taps go into %s", self.host, self.host_netns or "this namespace")
-        try:
-            while not self._stopping.is_set():
-                self._wake.clear()
-                await self.iterate()
-                timeout = max(0.0, self._next_resync - self.clock())
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-                except asyncio.TimeoutError:
-                    pass
-                if not self._stopping.is_set():
-                    await asyncio.sleep(BATCH_DELAY)
-        finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
-            if self.teardown_on_stop:
-                await self._teardown_all()
-            await self._host(self.system.close)
-            self._pool.shutdown(wait=True)
+    def _close_host(self) -> None:
+        self.system.close()
 
     def _present(self) -> set[str]:
         return set(owned_ids(netns_mod.list_namespaces(), ROUTER_NS_PREFIX, self.suffix))
@@ -195,30 +155,7 @@ class L3Agent:
                           start_flag=start, configurations={"routers": len(self.applied),
                                                             "netns": self.host_netns, **self.stats})
 
-    async def _heartbeat_loop(self) -> None:
-        start = True
-        while True:
-            try:
-                await self.plugin.report_state(self.agent_state(start), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-                start = False
-            except BusError as e:
-                log.warning("L3 agent heartbeat not delivered: %s", e)
-            await asyncio.sleep(self.settings.agent.report_interval)
-
 
 async def run_l3_agent(settings: Settings) -> None:
     """``lbtap l3-agent``: the L3 agent alone, talking to a server over the bus."""
-    import signal
-
-    if settings.agent.netns:
-        netns_mod.create(settings.agent.netns)
-    bus = make_bus(settings.bus.transport_url)
-    await bus.start()
-    agent = L3Agent(settings, bus)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, agent.stop)
-    try:
-        await agent.run()
-    finally:
-        await bus.close()
+    await run_standalone(settings, L3Agent)
