@@ -52,6 +52,8 @@ def counters(d: h.Deployment) -> dict[str, float]:
             out["rpc:" + lab.get("method", "?")] = v
         elif name == "lbtap_l2pop_messages_total":
             out["l2pop"] = out.get("l2pop", 0) + v
+            key = f"l2pop:{lab.get('method', '?')}/{lab.get('target', '?')}"
+            out[key] = out.get(key, 0) + v
         elif name == "lbtap_agent_notifications_total":
             out["notify"] = out.get("notify", 0) + v
             out["notify:" + lab.get("method", "?")] = v
@@ -113,7 +115,15 @@ def run(work: Path, names: list[str], amqp: str, db_url: str | None, n_ports: in
               f"{seq.get('l2pop', 0) / n:.2f} l2pop casts per transition, "
               f"{(seq.get('rpc', 0) + seq.get('l2pop', 0)) / n:.2f} in all   (target <= 2)")
         print("       by method: " + ", ".join(f"{k[4:]}={v:.0f}" for k, v in sorted(seq.items()) if k.startswith("rpc:") and v))
+        print("       l2pop by method/target: " + ", ".join(
+            f"{k[6:]}={v:.0f}" for k, v in sorted(seq.items()) if k.startswith("l2pop:") and v))
         print(f"       other server->agent messages meanwhile: {seq.get('notify', 0):.0f}")
+        # What every transition costs, apart from what only a host's first port on a
+        # network / in a security group costs once (its FDB set, its group's rules).
+        steady = seq.get("rpc:update_device_list", 0) + seq.get("l2pop:fdb_add/fanout", 0)
+        once = seq.get("rpc", 0) + seq.get("l2pop", 0) - steady
+        print(f"       = {steady / n:.2f} per transition (status report + fdb_add fanout) "
+              f"+ {once:.0f} one-time messages for the whole run")
 
         more = {x.name: bulk_ports(d, net["id"], x.name, burst) for x in hosts}
         time.sleep(0.5)
