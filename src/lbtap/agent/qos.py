@@ -46,6 +46,10 @@ class QosExtension(BaseExtension):
         self.devices: set[str] = set()
         self.policy: dict[str, str | None] = {}  # tap -> effective policy id, from the server
         self.rules: dict[str, list[Mapping[str, Any]]] = {}  # policy id -> its bandwidth-limit rules
+        self._asking: set[str] | None = None  # policies updated while a read is in flight
+        self._forget_at = 0.0
+        self._period = 60.0
+        self._bus_disconnects = 0
         self.applied: dict[str, PortLimits] = {}
         self._dirty: set[str] = set()
         self._gone: set[str] = set()
@@ -55,6 +59,8 @@ class QosExtension(BaseExtension):
     def bind(self, agent: Any) -> None:
         super().bind(agent)
         self.backoff = Backoff(agent.cfg.retry_initial, agent.cfg.retry_max)
+        self._period = float(getattr(agent.cfg, "reconcile_interval", 60.0))
+        self._bus_disconnects = getattr(getattr(agent, "bus", None), "disconnects", 0)
 
     # ---- hooks: record intent only ------------------------------------------------------
     def port_details(self, details: DeviceDetails) -> None:
@@ -76,32 +82,63 @@ class QosExtension(BaseExtension):
     def _policy_updated(self, kwargs: dict[str, Any]) -> None:
         pid = kwargs.get("policy_id")
         self.rules.pop(pid, None)
+        if self._asking is not None:
+            self._asking.add(pid)  # an answer in flight may hold the old rules
         self._dirty.update(d for d in self.devices if self.policy.get(d) == pid)
 
+    def _maybe_forget_rules(self, now: float) -> None:
+        """Re-read every policy every ``reconcile_interval`` and after a bus reconnect
+        (a lost ``qos_policy_updated`` must not keep old limits for good)."""
+        disconnects = getattr(self.agent.bus, "disconnects", 0)
+        if self._forget_at == 0.0:
+            self._forget_at = now + self._period
+        if disconnects == self._bus_disconnects and now < self._forget_at:
+            return
+        self._bus_disconnects, self._forget_at = disconnects, now + self._period
+        if self.rules:
+            self.rules.clear()
+            self._dirty.update(d for d in self.devices if self.policy.get(d))
+
     def next_wakeup(self, now: float) -> float | None:
-        return self.backoff.retry_at if (self._dirty or self._gone) and self.backoff.retry_at else None
+        times = []
+        if self._dirty or self._gone:
+            times.append(max(now, self.backoff.retry_at))
+        if self.rules and self._forget_at:
+            times.append(self._forget_at)
+        return min(times) if times else None
 
     def snapshot(self) -> dict[str, Any]:
         return {"limited": len(self.applied), "pending": len(self._dirty) + len(self._gone), **self.stats}
 
     # ---- the work ----------------------------------------------------------------------
     async def process(self, now: float) -> None:
+        self._maybe_forget_rules(now)
         if not (self._dirty or self._gone) or not self.backoff.due(now):
             return
         dirty, self._dirty = {d for d in self._dirty if d in self.devices}, set()
         gone, self._gone = set(self._gone), set()
         try:
             ask = sorted(d for d in dirty if self.policy.get(d) and self.policy[d] not in self.rules)
+            fresh: dict[str, list[Mapping[str, Any]]] = {}
             if ask:
                 self.stats["rpc_calls"] += 1
-                answer = await self.agent.bus.call(topics.PLUGIN, QOS_RULES, timeout=RPC_TIMEOUT, devices=ask)
+                self._asking = set()
+                try:
+                    answer = await self.agent.bus.call(topics.PLUGIN, QOS_RULES, timeout=RPC_TIMEOUT, devices=ask)
+                finally:
+                    stale, self._asking = self._asking, None
                 for dev in ask:
                     entry = (answer or {}).get(dev) or {}
                     pid = entry.get("qos_policy_id")
                     self.policy[dev] = pid
                     if pid:
-                        self.rules[pid] = list(entry.get("rules") or [])
-            wanted = {dev: self._limits(dev, self.rules.get(self.policy.get(dev) or "", [])) for dev in dirty}
+                        fresh[pid] = list(entry.get("rules") or [])
+                # A policy updated while we asked: apply this answer for now, but do not
+                # keep it — its ports are read again on the next pass.
+                self.rules.update({pid: r for pid, r in fresh.items() if pid not in stale})
+                self._dirty.update(d for d in self.devices if self.policy.get(d) in stale)
+            known = {**self.rules, **fresh}
+            wanted = {dev: self._limits(dev, known.get(self.policy.get(dev) or "", [])) for dev in dirty}
             changes = {d: lim for d, lim in wanted.items() if self.applied.get(d, PortLimits()) != lim}
             if changes or gone:
                 await self.agent.on_host(self._apply, changes, sorted(gone))

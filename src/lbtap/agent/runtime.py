@@ -228,14 +228,15 @@ class L2Agent:
         now = self.clock()
         if now >= self._next_reconcile:
             self._full_scan_due = True
-        disconnects = getattr(self.bus, "disconnects", 0)
-        if disconnects != self._bus_disconnects:
-            # Pushed details may have missed casts lost with the connection.
-            self._bus_disconnects = disconnects
-            self.core.forget_pushed()
         self._drain_events(now)
         while self._intents:
             self._intents.popleft()(now)
+        disconnects = getattr(self.bus, "disconnects", 0)
+        if disconnects != self._bus_disconnects:
+            # Pushes waiting for their tap may have missed casts lost with the
+            # connection (after the intents: those queued before the loss too).
+            self._bus_disconnects = disconnects
+            self.core.forget_pushed()
         if self._full_scan_due:
             await self._full_scan(now)
 

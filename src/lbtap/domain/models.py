@@ -53,6 +53,10 @@ class DeviceDetails:
     # The port's status in the database when the details were read: lets a restarted
     # agent skip re-reporting ports that are already ACTIVE and correctly wired.
     status: str | None = None
+    # (port revision_number, network revision_number) when read: details pushed by the
+    # server are only taken when newer than what the agent holds (casts on different
+    # queues, or from two servers, are not ordered).
+    revision: tuple[int, int] | None = None
 
     @property
     def known(self) -> bool:
@@ -92,6 +96,8 @@ class DeviceDetails:
             "security_groups": list(self.security_groups),
             "qos_policy_id": self.qos_policy_id,
             "status": self.status,
+            "revision_number": self.revision[0] if self.revision else None,
+            "network_revision_number": self.revision[1] if self.revision else None,
         }
 
     @classmethod
@@ -119,6 +125,8 @@ class DeviceDetails:
             security_groups=tuple(d.get("security_groups", [])),
             qos_policy_id=d.get("qos_policy_id"),
             status=d.get("status"),
+            revision=(int(d["revision_number"]), int(d["network_revision_number"]))
+            if d.get("revision_number") is not None and d.get("network_revision_number") is not None else None,
         )
 
     @classmethod

@@ -38,7 +38,7 @@ class BusNotifier:
         # RpcHandlers (``pushable_details(port_ids, host)``); set once the server built it.
         self.details_source = details_source
         self._push_lock = threading.Lock()
-        self._push_pending: dict[str, dict[str, dict]] = {}  # host -> port id -> port
+        self._push_pending: dict[str, dict[str, tuple[str, dict]]] = {}  # host -> port id -> (op, port)
         self._push_scheduled = False
         self._push_order: asyncio.Lock | None = None
 
@@ -63,22 +63,34 @@ class BusNotifier:
     def port_created(self, port: dict) -> None:
         host = port.get("binding:host_id") or None
         if host and self.details_source is not None:
-            self._push(host, port)
+            self._push(host, port, "details")
 
     def port_updated(self, port: dict, original: dict | None = None) -> None:
         host = port.get("binding:host_id") or None
         old_host = (original or {}).get("binding:host_id") or None
-        if host and self.details_source is not None:
-            self._push(host, port)
+        pushing = self.details_source is not None
+        if host and pushing:
+            self._push(host, port, "details")
         else:
             self._submit(self._agents.port_update, port, host=host)
         if old_host and old_host != host:
-            # The port moved: the old host must unwire it.
-            self._submit(self._agents.port_delete, port["id"], host=old_host)
+            # The port moved: the old host must unwire it (in order with its pushes).
+            if pushing:
+                self._push(old_host, port, "delete")
+            else:
+                self._submit(self._agents.port_delete, port["id"], host=old_host)
 
-    def _push(self, host: str, port: dict) -> None:
+    def port_deleted(self, port: dict) -> None:
+        host = port.get("binding:host_id") or None
+        if host and self.details_source is not None:
+            self._push(host, port, "delete")  # the host's queue, after any push of it
+        else:
+            self._submit(self._agents.port_delete, port["id"])
+
+    def _push(self, host: str, port: dict, op: str) -> None:
         with self._push_lock:
-            self._push_pending.setdefault(host, {})[port["id"]] = port
+            # Per port only the last operation counts: details are read when sent.
+            self._push_pending.setdefault(host, {})[port["id"]] = (op, port)
             if self._push_scheduled:
                 return
             self._push_scheduled = True
@@ -92,13 +104,16 @@ class BusNotifier:
             with self._push_lock:
                 pending, self._push_pending, self._push_scheduled = self._push_pending, {}, False
             loop = asyncio.get_running_loop()
-            for host, ports in pending.items():
-                try:
-                    details = await loop.run_in_executor(
-                        None, self.details_source.pushable_details, sorted(ports), host)
-                except Exception as e:  # the agent will ask: fall back to the plain cast
-                    log.warning("details push to %s failed, sending port_update: %s", host, e)
-                    details = []
+            for host, ops in pending.items():
+                ports = {pid: port for pid, (op, port) in ops.items() if op == "details"}
+                deleted = sorted(pid for pid, (op, _) in ops.items() if op == "delete")
+                details: list[dict] = []
+                if ports:
+                    try:
+                        details = await loop.run_in_executor(
+                            None, self.details_source.pushable_details, sorted(ports), host)
+                    except Exception as e:  # the agent will ask: fall back to the plain cast
+                        log.warning("details push to %s failed, sending port_update: %s", host, e)
                 pushed = {d["port_id"] for d in details}
                 try:
                     if details:
@@ -107,11 +122,11 @@ class BusNotifier:
                     for pid in sorted(set(ports) - pushed):
                         await self._agents.port_update(ports[pid], host=host)
                         count_notification("port_update")
+                    for pid in deleted:
+                        await self._agents.port_delete(pid, host=host)
+                        count_notification("port_delete")
                 except Exception as e:  # a lost cast is repaired by the agents' reconcile
                     log.warning("notification to %s failed: %s", host, e)
-
-    def port_deleted(self, port: dict) -> None:
-        self._submit(self._agents.port_delete, port["id"])
 
     # networks
     def network_created(self, network: dict) -> None:

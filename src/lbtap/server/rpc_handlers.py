@@ -40,9 +40,10 @@ log = logging.getLogger(__name__)
 # thousands of "[]" dominated the cost of a 1000-device batch.
 DETAIL_COLUMNS = (Port.mac_address, Port.admin_state_up, Port.port_security_enabled,
                   type_coerce(Port.allowed_address_pairs, Text).label("pairs_json"),
-                  type_coerce(Port.security_groups, Text).label("sgs_json"), Port.qos_policy_id)
+                  type_coerce(Port.security_groups, Text).label("sgs_json"), Port.qos_policy_id,
+                  Port.revision_number)
 NET_COLUMNS = (Network.id, Network.admin_state_up, Network.network_type, Network.physical_network,
-               Network.segmentation_id, Network.mtu, Network.qos_policy_id)
+               Network.segmentation_id, Network.mtu, Network.qos_policy_id, Network.revision_number)
 
 # Ports whose status the agents never change (Neutron keeps floating-IP ports N/A).
 STATUS_FIXED_OWNERS = (c.DEVICE_OWNER_FLOATINGIP,)
@@ -139,8 +140,9 @@ class RpcHandlers:
 
         if not port_ids:
             return []
+        wanted = set(port_ids)
         found = self.get_devices_details_list_readonly([tap_name(p) for p in port_ids], host)
-        return [d for d in found if d.get("port_id") and d.get("port_id") in set(port_ids)]
+        return [d for d in found if d.get("port_id") in wanted]
 
     def get_devices_details_list_readonly(self, devices: list[str], host: str) -> list[dict]:
         def run(session: Session) -> list[dict]:
@@ -156,7 +158,7 @@ class RpcHandlers:
         ids = list({r.id for r in found.values()})
         # network id -> (admin_state_up, Segment, QoS policy): one Segment shared by its ports
         nets = {n.id: (n.admin_state_up, Segment(n.network_type, n.physical_network, n.segmentation_id, n.mtu),
-                       n.qos_policy_id)
+                       n.qos_policy_id, n.revision_number)
                 for part in chunks(list({r.network_id for r in found.values()}))
                 for n in session.connection().execute(select(*NET_COLUMNS).where(Network.id.in_(part)))}
         ips: dict[str, list[FixedIP]] = {i: [] for i in ids}
@@ -174,7 +176,7 @@ class RpcHandlers:
             return DeviceDetails(device=device)
         if port.binding_host_id != host and port.id not in claimed:
             return DeviceDetails(device=device, bound_elsewhere=True)
-        net_up, segment, net_policy = nets[port.network_id]
+        net_up, segment, net_policy, net_rev = nets[port.network_id]
         # The policy in effect, so the agent needs no QoS round trip for unlimited ports:
         # the port's own, else its network's (never for network:* ports, as in Neutron).
         policy = port.qos_policy_id or (None if port.device_owner.startswith(c.DEVICE_OWNER_NETWORK_PREFIX)
@@ -187,7 +189,7 @@ class RpcHandlers:
             allowed_address_pairs=tuple((p["ip_address"], p.get("mac_address"))
                                         for p in _json_list(port.pairs_json)),
             security_groups=tuple(_json_list(port.sgs_json)), qos_policy_id=policy,
-            status=port.status,
+            status=port.status, revision=(port.revision_number, net_rev),
         )
 
     # -- status -----------------------------------------------------------------------

@@ -200,6 +200,7 @@ class SecurityNotifier:
         # group -> address -> True (added) / False (removed): the last change wins
         self._pending: dict[str, dict[str, bool]] = {}
         self._flush_scheduled = False
+        self._order: asyncio.Lock | None = None
 
     def _fanout(self, method: str, **kwargs: Any) -> None:
         async def send() -> None:
@@ -257,6 +258,14 @@ class SecurityNotifier:
         removed = {g: a for g, a in removed.items() if a}
 
         async def send() -> None:
+            # One flush at a time, in order: an add-only flush must not overtake an
+            # earlier one still checking its removals (the agents apply deltas in order).
+            if self._order is None:
+                self._order = asyncio.Lock()
+            async with self._order:
+                await send_in_order()
+
+        async def send_in_order() -> None:
             keep: dict[str, set[str]] = {}
             if removed and self.db is not None:
                 try:

@@ -486,3 +486,86 @@ def test_held_up_report_waits_for_the_hold_to_lift():
     held.clear()
     h.settle()
     assert h.server.up_msgs[t] == 1
+
+
+def _pushed(h, pid, **changes):
+    """What the server would push now: the port's details with a newer revision."""
+    d = h.server.ports[tap_name(pid)]
+    rev = d.revision or (0, 0)
+    return replace(d, revision=(rev[0] + 1, rev[1]), **changes)
+
+
+def test_port_moved_back_to_its_orphaned_tap_is_wired_again():
+    h = Harness()
+    t = h.server.add_port(port_id(1))
+    h.tap(port_id(1))
+    h.settle()
+    h.core.port_deleted(port_id(1), h.now)  # moved to another host: our tap is an orphan
+    h.settle()
+    h.core.offer_details([_pushed(h, port_id(1))], h.now)  # ... and back here again
+    h.settle()
+    assert h.master(t) == BR_A and h.core.device_state(t) == "wired"
+
+
+def test_stale_push_for_a_replugged_tap_does_not_swallow_its_up():
+    h = Harness()
+    t = h.server.add_port(port_id(1))
+    h.tap(port_id(1))
+    h.settle()
+    stale = _pushed(h, port_id(1))  # read while ACTIVE
+    h.host.delete_link(t)
+    h.settle()
+    assert h.server.down_msgs[t] == 1
+    h.core.offer_details([stale], h.now)  # arrives late, after the down landed
+    h.tap(port_id(1))
+    h.settle()
+    assert h.server.up_msgs[t] == 2 and h.server.ports[t].status == c.PORT_STATUS_ACTIVE
+
+
+def test_older_push_does_not_undo_newer_details():
+    h = Harness()
+    t = h.server.add_port(port_id(1))
+    h.server.ports[t] = replace(h.server.ports[t], revision=(5, 1))
+    old = replace(h.server.ports[t], revision=(4, 1), admin_state_up=False)
+    h.tap(port_id(1))
+    h.settle()
+    h.core.offer_details([old], h.now)
+    h.settle()
+    assert h.host.get_link(t).up and h.server.down_msgs[t] == 0
+
+
+def test_push_for_a_deleted_port_never_wires_its_tap():
+    h = Harness()
+    t = h.server.add_port(port_id(1))
+    late = h.server.ports[t]
+    h.core.port_deleted(port_id(1), h.now)  # the delete overtook the push
+    h.core.offer_details([late], h.now)
+    del h.server.ports[t]
+    h.tap(port_id(1))
+    h.settle()
+    assert h.master(t) is None, "asked the server, which no longer knows the port"
+
+
+def test_details_of_a_port_deleted_in_the_same_pass_are_not_handed_to_extensions():
+    h = Harness()
+    t = h.server.add_port(port_id(1))
+    h.tap(port_id(1))
+    h.step()
+    h.core.take_fresh_details()
+    h.core.offer_details([_pushed(h, port_id(1))], h.now)
+    h.core.port_deleted(port_id(1), h.now)
+    assert h.core.take_fresh_details() == []
+
+
+def test_a_down_whose_answer_was_lost_is_sent_again():
+    h = Harness()
+    t = h.server.add_port(port_id(1))
+    h.tap(port_id(1))
+    h.settle()
+    h.server.lose_answers = True
+    h.host.delete_link(t)
+    h.settle()
+    h.server.lose_answers = False
+    h.run_until(h.now + 10)
+    assert h.server.down_msgs[t] >= 2 and h.server.ports[t].status == c.PORT_STATUS_DOWN
+    assert h.server.up_msgs[t] == 1

@@ -283,3 +283,33 @@ def test_qos_device_gone_clears(qos):
     qos.ext.device_gone("tap00000000001")
     run(qos.ext.process(1.0))
     assert qos.tc.limits_by_tap == {}
+
+
+def test_qos_answer_racing_a_policy_update_is_not_kept(qos):
+    qos.agent.qos["tap00000000001"] = {"qos_policy_id": "pol", "rules": [rule(1000)]}
+    handler = qos.ext.cast_handlers()[QOS_POLICY_UPDATED]
+    real_call = qos.agent.call
+
+    async def racing_call(topic, method, timeout=None, **kw):
+        answer = await real_call(topic, method, timeout=timeout, **kw)  # read before the update
+        qos.agent.qos["tap00000000001"] = {"qos_policy_id": "pol", "rules": [rule(5000)]}
+        handler({"policy_id": "pol"})
+        return answer
+
+    qos.agent.call = racing_call
+    qos.ext.port_details(details(1, policy="pol"))
+    run(qos.ext.process(0.0))
+    assert qos.ext.next_wakeup(0.1) == 0.1, "its port is due again at once"
+    qos.agent.call = real_call
+    run(qos.ext.process(0.1))
+    assert qos.tc.limits("tap00000000001").egress == BandwidthLimit(5000)
+
+
+def test_qos_rules_are_read_again_after_a_bus_reconnect(qos):
+    qos.agent.qos["tap00000000001"] = {"qos_policy_id": "pol", "rules": [rule(1000)]}
+    qos.ext.port_details(details(1, policy="pol"))
+    run(qos.ext.process(0.0))
+    qos.agent.qos["tap00000000001"] = {"qos_policy_id": "pol", "rules": [rule(2000)]}  # its cast was lost
+    qos.agent.disconnects = 1
+    run(qos.ext.process(1.0))
+    assert qos.tc.limits("tap00000000001").egress == BandwidthLimit(2000)

@@ -172,3 +172,44 @@ def test_details_carry_pairs_groups_and_network_admin_state(w):
     assert d["admin_state_up"] is False
     [d_off] = w.rpc.get_devices_details_list([tap_name(off["id"])], "a", "h1")
     assert d_off["security_groups"] == [] and d_off["port_security_enabled"] is False
+
+
+async def test_pushes_carry_revisions_and_a_delete_follows_its_push_on_the_hosts_queue(w):
+    """BusNotifier: creates/updates of bound ports become one ordered stream per host of
+    ``devices_details`` (read when sent, with revisions) and ``port_delete``."""
+    import asyncio
+
+    from lbtap.rpc import topics
+    from lbtap.server.bus_notifier import BusNotifier
+
+    class Bus:
+        def __init__(self):
+            self.sent = []
+
+        async def cast(self, topic, method, **kw):
+            self.sent.append((topic, method, kw))
+
+        async def fanout(self, topic, method, **kw):
+            self.sent.append((topic, method, kw))
+
+    bus = Bus()
+    notifier = BusNotifier(bus, asyncio.get_running_loop(), details_source=w.rpc)
+    svc = Services(w.engine, w.settings, clock=w.clock, notifier=notifier)
+    a = await asyncio.to_thread(svc.create, ADMIN, "ports", {"network_id": w.net["id"], "binding:host_id": "h1"})
+    b = await asyncio.to_thread(svc.create, ADMIN, "ports", {"network_id": w.net["id"], "binding:host_id": "h1"})
+    await asyncio.sleep(0.1)
+    ((topic, method, kw),) = bus.sent
+    assert (topic, method) == (topics.agent_host_topic("h1"), topics.DEVICES_DETAILS), "one push for the burst"
+    pushed = {d["port_id"]: DeviceDetails.from_wire(d) for d in kw["details"]}
+    assert set(pushed) == {a["id"], b["id"]} and pushed[a["id"]].revision is not None
+    bus.sent.clear()
+    await asyncio.to_thread(svc.update, ADMIN, "ports", a["id"], {"admin_state_up": False})
+    await asyncio.to_thread(svc.delete, ADMIN, "ports", a["id"])
+    await asyncio.sleep(0.1)
+    # Updated then deleted within one window: the host hears only the delete, on its queue.
+    assert [(t, m) for t, m, _ in bus.sent] == [(topics.agent_host_topic("h1"), topics.PORT_DELETE)]
+    bus.sent.clear()
+    await asyncio.to_thread(svc.update, ADMIN, "ports", b["id"], {"admin_state_up": False})
+    await asyncio.sleep(0.1)
+    (d,) = [DeviceDetails.from_wire(x) for x in bus.sent[0][2]["details"]]
+    assert not d.admin_state_up and d.revision[0] > pushed[b["id"]].revision[0]

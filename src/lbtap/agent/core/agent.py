@@ -38,6 +38,16 @@ log = logging.getLogger("lbtap.agent.core")
 #: A details request unanswered for this long (the server left a device out of its
 #: answer, or the runtime lost the batch) no longer blocks asking again.
 DETAILS_ANSWER_TIMEOUT = 30.0
+#: Taps of deleted ports remembered so a late push cannot resurrect them.
+MAX_TOMBSTONES = 4096
+
+
+def _newer(a: DeviceDetails, b: DeviceDetails) -> bool:
+    """Whether ``a`` was read after ``b`` (both revisions at least as new, one newer);
+    details without revisions (an older server) count as newer."""
+    if a.revision is None or b.revision is None:
+        return True
+    return a.revision != b.revision and all(x >= y for x, y in zip(a.revision, b.revision))
 
 
 class AgentCore:
@@ -64,6 +74,7 @@ class AgentCore:
         self._cleanup_retry = Backoff(r0, rmax)  # by bridge: network-level work, teardown
         self.reporter = Reporter(r0, rmax)
         self._pushed: dict[str, DeviceDetails] = {}  # tap -> details pushed before it appeared
+        self._tombstones: dict[str, None] = {}  # taps of ports deleted/moved away (ordered, bounded)
         self._fresh: list[DeviceDetails] = []  # accepted details not yet handed to extensions
         self._now = 0.0
         self.counters = {"full_scans": 0, "plans": 0, "ops": 0, "device_failures": 0,
@@ -144,9 +155,9 @@ class AgentCore:
     def _add_device(self, name: str, index: int) -> None:
         dev = self._devices[name] = DeviceRecord(name, index)
         pushed = self._pushed.pop(name, None)
-        if pushed is not None:
+        if pushed is not None and not self.reporter.knows(name):
             self.counters["details_pushed"] += 1
-            self._accept(dev, pushed)
+            self._accept(dev, pushed, with_status=False)
         else:
             self._want_details.add(name)
 
@@ -260,8 +271,9 @@ class AgentCore:
                 continue
             self._accept(dev, d)
 
-    def _accept(self, dev: DeviceRecord, d: DeviceDetails) -> None:
+    def _accept(self, dev: DeviceRecord, d: DeviceDetails, *, with_status: bool = True) -> None:
         self._pushed.pop(dev.name, None)  # whatever was pushed earlier is older than this
+        self._tombstones.pop(dev.name, None)
         self._details_retry.forget(dev.name)
         old = dev.details
         if old is not None and old.network_id != d.network_id:
@@ -270,7 +282,8 @@ class AgentCore:
         dev.wiring = PortWiring(dev.name, d.network_id or "", d.admin_state_up)
         self._net_devices.setdefault(d.network_id or "", set()).add(dev.name)
         self._set_network(d.network_id or "", d)
-        self.reporter.server_status(dev.name, server_says_up(d.status))
+        if with_status:
+            self.reporter.server_status(dev.name, server_says_up(d.status))
         self._wire_retry.forget(dev.name)  # new information: try at once
         dev.error = ""
         self._mark_dirty(dev)
@@ -280,40 +293,54 @@ class AgentCore:
         """Details the server pushed unasked (a port bound to this host was created or
         changed), so a tap that appears later needs no ``get_devices_details_list``.
 
-        A push is taken as an answer only where it cannot be older than what the core
-        knows: for a device present and not being asked about, and never for a device
-        whose last status report is *unsure* (its status must be read back, and a push
-        sent before the report landed would say DOWN). Otherwise it waits, keyed by tap,
-        for the device to appear; ``network_updated``, ``port_deleted`` and
-        ``forget_pushed`` (bus reconnect: casts may have been lost) drop it.
+        Pushes travel apart from other casts (and may come from another server), so one
+        is only used where it cannot undo newer knowledge: it must be newer (port and
+        network revisions) than the details held; it never answers a device being asked
+        about, due a re-read (``network_update``), or whose last report is *unsure*; it
+        never seeds the reporter's idea of the server's status (a stale ACTIVE would
+        swallow an up, a stale DOWN cause a duplicate), so a tap with report history or a
+        push claiming ACTIVE asks the server instead. A push for a deleted or moved-away
+        port's tap (tombstone) is dropped; one for an orphaned tap whose port came back
+        makes it ask. Pushes for absent taps wait, keyed by tap, until it appears;
+        ``network_updated``/``network_deleted``, ``port_deleted`` and ``forget_pushed``
+        (bus reconnect: casts may have been lost) drop them.
         """
         self._tick(now)
         unsure = set(self.reporter.unsure())
         for item in details:
             d = item if isinstance(item, DeviceDetails) else DeviceDetails.from_wire(dict(item))
-            if not d.known:
+            if not d.known or d.port_id is None:
                 continue
             dev = self._devices.get(d.device)
             if dev is None:
-                self._pushed[d.device] = d
+                if d.device in self._tombstones or self.reporter.knows(d.device) or server_says_up(d.status):
+                    continue  # it will ask when it appears
+                held = self._pushed.get(d.device)
+                if held is None or _newer(d, held):
+                    self._pushed[d.device] = d
                 continue
-            if dev.orphan or d.device in unsure:
+            if dev.orphan:
+                self.port_updated(d.port_id, now)  # bound here again: read it, do not trust a push
                 continue
             if dev.asking:
                 dev.ask_again = True  # the answer in flight may predate this change
                 continue
+            if d.device in unsure or d.device in self._want_details:
+                continue  # the server's answer decides
+            if dev.details is not None and not _newer(d, dev.details):
+                continue
             self.counters["details_pushed"] += 1
-            self._want_details.discard(d.device)
-            self._accept(dev, d)
+            self._accept(dev, d, with_status=False)
 
     def forget_pushed(self) -> None:
         """Drop every pushed-but-unused details (they may have missed later casts)."""
         self._pushed.clear()
 
     def take_fresh_details(self) -> list[DeviceDetails]:
-        """Details accepted since the last call (answers and pushes), for extensions."""
+        """Details accepted since the last call and still current (answers and pushes),
+        for extensions: a port deleted meanwhile is not handed out again."""
         out, self._fresh = self._fresh, []
-        return out
+        return [d for d in out if (dev := self._devices.get(d.device)) is not None and dev.details is d]
 
     def _unknown(self, dev: DeviceRecord, now: float, why: str) -> None:
         """Do not wire what the server does not know; ask again with backoff."""
@@ -356,6 +383,9 @@ class AgentCore:
         name = tap_name(port_id)
         self.reporter.forget(name)
         self._pushed.pop(name, None)
+        self._tombstones[name] = None
+        while len(self._tombstones) > MAX_TOMBSTONES:
+            del self._tombstones[next(iter(self._tombstones))]
         dev = self._devices.get(name)
         if dev is None:
             return
@@ -366,6 +396,8 @@ class AgentCore:
         self._details_retry.forget(name)
 
     def network_deleted(self, network_id: str, now: float) -> None:
+        for name in [n for n, d in self._pushed.items() if d.network_id == network_id]:
+            del self._pushed[name]
         for name in sorted(self._net_devices.get(network_id, ())):
             dev = self._devices[name]
             self.port_deleted(dev.details.port_id if dev.details and dev.details.port_id else name[3:], now)

@@ -141,11 +141,14 @@ class Reporter:
         if result is None:
             self.counters["server_unreachable"] += 1
             self._server_retry.failed(_SERVER, now)
+            ups = set(up)
             for device in (*up, *down):
-                # The call may have been processed with only the answer lost: the
-                # server's status is unknown until read again (``server_status``).
+                # The call may have been processed with only the answer lost: an up's
+                # outcome is unknown until read again (``server_status``) — never send it
+                # twice. A down is simply sent again: a duplicate down is harmless, and a
+                # gone device's status is never read again.
                 self._acked.pop(device, None)
-                if device in self._want:
+                if device in ups and self._want.get(device) and device not in self._gone:
                     self._unsure.add(device)
                 self._sync(device)
             return
@@ -164,6 +167,11 @@ class Reporter:
                 self._sync(device)
 
     # ---- queries ---------------------------------------------------------------------------
+    def knows(self, device: str) -> bool:
+        """Whether the device has any report history (wanted, acked, gone, in flight)."""
+        return (device in self._want or device in self._acked or device in self._gone
+                or device in self._unsure or device in self._inflight)
+
     def unsure(self) -> list[str]:
         """Devices whose server status must be read again before reporting them."""
         return sorted(self._unsure)
