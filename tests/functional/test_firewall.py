@@ -1,8 +1,9 @@
 """Firewall driver with real packets: guests in namespaces joined by a bridge.
 
-Each test builds a throwaway host namespace (bridge ``br0``) and guest namespaces
-named ``lbtt-...``, each guest's ``eth0`` being the peer of a host-side ``tap*``; only
-those namespaces are deleted afterwards, also on failure. Frames are crafted with
+Each test builds a throwaway host namespace (bridge ``br0``, or one ``brq…`` bridge per
+network for the conntrack-zone tests) and guest namespaces named ``lbtt-...``, each
+guest's ``eth0`` being the peer of a host-side ``tap*``; only those namespaces are
+deleted afterwards, also on failure. Frames are crafted with
 AF_PACKET sockets opened inside the guest namespaces (no scapy needed).
 """
 
@@ -16,6 +17,7 @@ import time
 
 import pytest
 
+from lbtap.domain.naming import bridge_name
 from lbtap.drivers.firewall import EGRESS, INGRESS, FirewallDriver, PortFilter, RemoteGroups, Rule
 from lbtap.drivers.firewall.nft import nft_available
 from lbtap.drivers.firewall.render import render_full
@@ -59,12 +61,16 @@ class Topology:
         self.created.append(name)
         return name
 
-    def add_guest(self, tap: str, mac: str, addr: str, prefix: int = 24) -> Guest:
+    def add_bridge(self, name: str) -> None:
+        ip("link", "add", name, "type", "bridge", ns=self.host)
+        ip("link", "set", name, "up", ns=self.host)
+
+    def add_guest(self, tap: str, mac: str, addr: str, prefix: int = 24, bridge: str = "br0") -> Guest:
         g = self._ns("g")
         for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
             sysctl(g, key, "1")
         ip("link", "add", tap, "type", "veth", "peer", "name", "eth0", "netns", g, ns=self.host)
-        ip("link", "set", tap, "master", "br0", "up", ns=self.host)
+        ip("link", "set", tap, "master", bridge, "up", ns=self.host)
         ip("link", "set", "eth0", "address", mac, "up", ns=g)
         ip("link", "set", "lo", "up", ns=g)
         ip("addr", "add", f"{addr}/{prefix}", "dev", "eth0", ns=g)
@@ -147,11 +153,13 @@ class Sniffer:
         self.sock.close()
 
 
-def tcp_connects(client: Guest, server: Guest, port: int, timeout: float = 2.0) -> bool:
+def tcp_connects(client: Guest, server: Guest, port: int, timeout: float = 2.0, sport: int | None = None) -> bool:
     with netns.in_namespace(client.ns):
         c = socket.socket()
     c.settimeout(timeout)
     try:
+        if sport is not None:
+            c.bind((client.ip, sport))
         c.connect((server.ip, port))
         c.sendall(b"ping")
         return c.recv(4) == b"pong"
@@ -235,10 +243,12 @@ class EchoServer(_TcpServer):
 class Flow:
     """An established TCP connection from a guest; ``alive()`` is one echo round trip."""
 
-    def __init__(self, client: Guest, server: Guest, port: int):
+    def __init__(self, client: Guest, server: Guest, port: int, sport: int | None = None):
         with netns.in_namespace(client.ns):
             self.sock = socket.socket()
         self.sock.settimeout(2)
+        if sport is not None:
+            self.sock.bind((client.ip, sport))
         self.sock.connect((server.ip, port))
         self.n = 0
 
@@ -282,16 +292,24 @@ A_IP, B_IP, C_IP = "10.20.0.10", "10.20.0.11", "10.20.0.12"
 ALLOW_EGRESS = (Rule(EGRESS), Rule(EGRESS, "IPv6"))
 
 
-@pytest.fixture
-def topo():
+def stateful_host(name: str) -> Topology:
+    """A fresh host namespace where bridged traffic can be filtered statefully (nft and
+    br_netfilter), or a skip saying what is missing."""
     require_root()
     reason = nft_available()
     if reason:
         pytest.skip(reason)
-    t = Topology("fw")
+    t = Topology(name)
+    if not t.created or not _br_netfilter(t.host):
+        t.close()
+        pytest.skip("br_netfilter is not available (no /proc/sys/net/bridge): no stateful bridged filtering")
+    return t
+
+
+@pytest.fixture
+def topo():
+    t = stateful_host("fw")
     try:
-        if not t.created or not _br_netfilter(t.host):
-            pytest.skip("br_netfilter is not available (no /proc/sys/net/bridge): no stateful bridged filtering")
         t.add_guest("tapa", A_MAC, A_IP)
         t.add_guest("tapb", B_MAC, B_IP)
         t.add_guest("tapc", C_MAC, C_IP)
@@ -580,6 +598,138 @@ def test_removing_a_port_deletes_its_conntrack_entries(topo, fw):
         if flow:
             flow.close()
         server.close()
+
+
+# -- conntrack zones: two networks on one host with the same addresses -----------------
+NET_A, NET_B = "aaaaaaaa-1111-4000-8000-00000000000a", "bbbbbbbb-2222-4000-8000-00000000000b"
+CLIENT_IP, SERVER_IP = "10.40.0.10", "10.40.0.11"
+
+
+@pytest.fixture
+def two_nets():
+    """Networks A and B, each a bridge named as the agent names it, each with a client
+    and a server guest; both networks use the very same addresses (and ports later)."""
+    t = stateful_host("fz")
+    try:
+        guests = {}
+        for net, x in ((NET_A, "a"), (NET_B, "b")):
+            t.add_bridge(bridge_name(net))
+            guests[x] = (t.add_guest(f"tap{x}c", f"fa:16:3e:00:0{x}:01", CLIENT_IP, bridge=bridge_name(net)),
+                         t.add_guest(f"tap{x}s", f"fa:16:3e:00:0{x}:02", SERVER_IP, bridge=bridge_name(net)))
+        yield t, guests
+    finally:
+        t.close()
+
+
+def _zone_ports(guests, a_server_rules, b_server_rules, zoned: bool = True) -> list[PortFilter]:
+    (ac, as_), (bc, bs) = guests["a"], guests["b"]
+    # Each port its own group: a rule change of one server is not the other's.
+    mk = lambda g, rules, net: PortFilter(g.tap, g.mac, (g.ip,), rules=tuple(rules),  # noqa: E731
+                                          security_groups=(f"sg-{g.tap}",), network_id=net if zoned else None)
+    return [mk(ac, ALLOW_EGRESS, NET_A), mk(as_, a_server_rules, NET_A),
+            mk(bc, ALLOW_EGRESS, NET_B), mk(bs, b_server_rules, NET_B)]
+
+
+def _syn(src: str, dst: str, sport: int, dport: int) -> bytes:
+    """Bytes of a TCP packet's IPv4 addresses and ports (contiguous without IP options)."""
+    return socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
+
+
+@pytest.mark.parametrize("zoned", [True, False], ids=["zones", "control-without-zones"])
+def test_an_established_flow_of_one_network_opens_nothing_in_the_other(two_nets, zoned):
+    """A: client:40000 -> server:8080 allowed and established. B: same addresses, no
+    ingress rule for 8080; B's client connects from the same port 40000 — the same
+    5-tuple. Without zones (the control) B's SYN matches A's conntrack entry, counts as
+    ``established`` and reaches B's server despite B's rules."""
+    t, guests = two_nets
+    (ac, as_), (bc, bs) = guests["a"], guests["b"]
+    fw = FirewallDriver(t.host)
+    servers = [EchoServer(as_, 8080), Listener(bs, 8080)]
+    flow, sniff = None, None
+    try:
+        fw.apply(_zone_ports(guests, (*ALLOW_EGRESS, _tcp_in(8080)), ALLOW_EGRESS, zoned))
+        flow = Flow(ac, as_, 8080, sport=40000)
+        assert flow.alive()
+        sniff = Sniffer(bs)
+        got_in = tcp_connects(bc, bs, 8080, sport=40000)
+        syn_seen = sniff.seen(_syn(CLIENT_IP, SERVER_IP, 40000, 8080))
+        if zoned:
+            assert not syn_seen and not got_in, "B's rules must judge B's first packet"
+            assert flow.alive(), "A's flow is untouched"
+            assert fw.state.zones == {bridge_name(NET_A): 1, bridge_name(NET_B): 2}
+            zones = {e.zone for e in conntrack_entries(t.host) if e.dport == 8080 and e.sport == 40000}
+            assert 1 in zones and 0 not in zones
+        else:
+            assert syn_seen, "control: without zones A's entry lets B's SYN through"
+    finally:
+        if sniff:
+            sniff.close()
+        if flow:
+            flow.close()
+        for s in servers:
+            s.close()
+        fw.close()
+
+
+def test_a_rule_deleted_in_one_network_flushes_only_its_zone(two_nets):
+    """The same allowed 5-tuple established in A and in B (possible only with zones);
+    deleting A's rule ends A's flow and deletes only A's entry: B's entry stays and
+    B's flow goes on."""
+    t, guests = two_nets
+    (ac, as_), (bc, bs) = guests["a"], guests["b"]
+    fw = FirewallDriver(t.host)
+    allow = (*ALLOW_EGRESS, _tcp_in(8080))
+    servers = [EchoServer(as_, 8080), EchoServer(bs, 8080)]
+    flows = []
+    try:
+        fw.apply(_zone_ports(guests, allow, allow))
+        flows = [Flow(ac, as_, 8080, sport=40001), Flow(bc, bs, 8080, sport=40001)]
+        assert all(f.alive() for f in flows)
+        tuple_zones = lambda: sorted(e.zone for e in conntrack_entries(t.host)  # noqa: E731
+                                     if (e.src, e.dst, e.sport, e.dport) == (CLIENT_IP, SERVER_IP, 40001, 8080))
+        assert tuple_zones() == [1, 2], "one entry per network for the very same tuple"
+        fw.update_ports([_zone_ports(guests, ALLOW_EGRESS, allow)[1]])  # A's server loses 8080
+        assert {f.zone for f in fw.last_flushes} == {1}
+        assert tuple_zones() == [2], "only A's entry is deleted"
+        assert not flows[0].alive(), "A's flow is no longer allowed"
+        assert flows[1].alive(), "B's flow, same tuple, is still allowed and untouched"
+    finally:
+        for f in flows:
+            f.close()
+        for s in servers:
+            s.close()
+        fw.close()
+
+
+def test_a_network_leaving_flushes_its_zone_and_a_restart_keeps_the_zones(two_nets):
+    t, guests = two_nets
+    (ac, as_), (bc, bs) = guests["a"], guests["b"]
+    allow = (*ALLOW_EGRESS, _tcp_in(8080))
+    fw = FirewallDriver(t.host)
+    servers = [EchoServer(as_, 8080), EchoServer(bs, 8080)]
+    flows = []
+    try:
+        ports = _zone_ports(guests, allow, allow)
+        fw.apply(ports)
+        flows = [Flow(ac, as_, 8080, sport=40002), Flow(bc, bs, 8080, sport=40002)]
+        assert all(f.alive() for f in flows)
+        fw.close()
+        # A restarted agent: a new driver reads the zones back, flows go on.
+        fw = FirewallDriver(t.host)
+        fw.apply(ports)
+        assert fw.state.zones == {bridge_name(NET_A): 1, bridge_name(NET_B): 2}
+        assert fw.last_script.count("delete table") == 2 and all(f.alive() for f in flows)
+        # Network A leaves the host: its zone is retired and flushed whole.
+        for p in ports[:2]:
+            fw.remove_port(p.tap)
+        assert {e.zone for e in conntrack_entries(t.host)} <= {0, 2}
+        assert flows[1].alive()
+    finally:
+        for f in flows:
+            f.close()
+        for s in servers:
+            s.close()
+        fw.close()
 
 
 def test_apply_touches_only_lbtap_tables(topo, fw):

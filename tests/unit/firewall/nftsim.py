@@ -62,7 +62,8 @@ class Ruleset:
             if m:
                 t.counters.add(m[1])
                 continue
-            m = re.fullmatch(r"(?:set|map) (\S+) \{ type ([^;]+);(?: flags interval;)?(?: elements = \{ (.*) \})? \}", line)
+            m = re.fullmatch(
+                r"(?:set|map) (\S+) \{ (?:type|typeof) ([^;]+);(?: flags interval;)?(?: elements = \{ (.*) \})? \}", line)
             if m:
                 t.types[m[1]] = m[2]
                 t.sets[m[1]] = _split_elements(m[3] or "")

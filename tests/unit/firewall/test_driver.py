@@ -35,6 +35,21 @@ class RecordingNft:
     def counters(self, family, table):
         return {"spoof_ip": 2} if family == "bridge" else {}
 
+    def json(self, command: str) -> list:
+        """``list map|set <family> <table> <name>`` of the simulated ruleset, as nft -j
+        gives it (map elements as [key, value], integers as numbers)."""
+        kind, family, table, name = command.split()[1:]
+        t = self.rs.tables.get((family, table))
+        if t is None or name not in t.sets:
+            raise errors.NotFound("No such file or directory", op="nft_list", code=errno.ENOENT)
+
+        def value(text: str):
+            text = text.strip()
+            return int(text) if text.isdigit() else text.strip('"')
+
+        elems = [[value(x) for x in e.split(" : ")] if kind == "map" else value(e) for e in sorted(t.sets[name])]
+        return [{kind: {"family": family, "table": table, "name": name, "elem": elems}}]
+
     def close(self):
         pass
 

@@ -103,6 +103,15 @@ def test_from_details_keeps_addresses_security_and_groups():
     assert (p.tap, p.ips, p.allowed_address_pairs, p.security_groups) == (
         "tap0123456789a", ("10.0.0.4",), (("10.0.0.9", None),), ("sg1",))
     assert p.rules == (Rule(EGRESS),) and p.filtered
+    assert p.network_id == "n", "the network picks the port's conntrack zone"
+
+
+def test_network_id_is_checked_and_empty_means_none():
+    assert PortFilter("tap1", "fa:16:3e:00:00:01", network_id="").network_id is None
+    with pytest.raises(ValueError):
+        PortFilter("tap1", "fa:16:3e:00:00:01", network_id='n" ; flush ruleset')
+    a, b = (PortFilter("tap1", "fa:16:3e:00:00:01", network_id=n) for n in ("n1", "n2"))
+    assert a != b and hash(a) != hash(b)
 
 
 def test_eui64_link_local():

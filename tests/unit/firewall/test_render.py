@@ -15,6 +15,7 @@ from lbtap.drivers.firewall.render import (
     render_full, rule_expr,
 )
 from lbtap.drivers.firewall.profiles import compile_rules
+from lbtap.domain.naming import bridge_name
 from tests.unit.firewall.nftsim import Ruleset
 
 BR, INET = ("bridge", "lbtap"), ("inet", "lbtap")
@@ -218,7 +219,8 @@ def _port(draw):
         f"tap{i}", f"fa:16:3e:00:00:{i:02x}", (f"10.0.0.{draw(st.integers(1, 3)) + 10 * i}",),
         allowed_address_pairs=draw(st.sampled_from([(), (("10.8.0.0/24", None),), (("10.0.0.200", "fa:16:3e:aa:00:01"),)])),
         port_security_enabled=draw(st.booleans()) or draw(st.booleans()),
-        rules=draw(_rules), security_groups=draw(st.sampled_from([(), ("g1",), ("g1", "g2")])))
+        rules=draw(_rules), security_groups=draw(st.sampled_from([(), ("g1",), ("g1", "g2")])),
+        network_id=draw(st.sampled_from([None, "net-a", "net-b", "net-c"])))
 
 
 _groups = st.dictionaries(st.sampled_from(["g1", "g2"]), st.lists(st.sampled_from(
@@ -259,6 +261,10 @@ def test_deltas_always_reach_the_full_render(ops):
             for name, text in body.data:
                 mark = (EGRESS_TAG if name[0] == "e" else INGRESS_TAG) | number
                 assert f"{mark:#x} . {text}" in state.data[f"{name}-{number % SHARDS}"]
+    # Every network present has its own zone, never a retired one; no other zones.
+    present = {bridge_name(p.network_id) for p in ports.values() if p.network_id}
+    assert set(state.zones) == present
+    assert len(set(state.zones.values())) == len(present) and not set(state.zones.values()) & state.retired
 
 
 def test_overlapping_members_and_pair_cidrs_are_collapsed_for_interval_sets():

@@ -15,6 +15,7 @@ Public API
 * ``FakeFirewall``: the same interface in memory, for agent unit tests; its
   ``flushes`` list what the real driver would have deleted from conntrack.
 * ``plan_flushes`` / ``Flush`` (``conntrack``): which conntrack entries a change ends.
+* ``assign_zones`` (``zones``): the conntrack zone of each network (pure).
 
 What this kernel can do (probed in lbtt- namespaces, 6.18)
 ---------------------------------------------------------
@@ -28,6 +29,10 @@ What this kernel can do (probed in lbtt- namespaces, 6.18)
   (``br0``), not the taps: probed with counters on ``iifname "br0"`` vs
   ``iifname "tapa"`` (4 vs 0 packets). Per-port matching in the inet table therefore
   cannot use interface names.
+* Conntrack zones: ``ct zone set`` in the bridge family is a protocol error too; in
+  the inet family at priority -300 with ``iifname`` = the bridge it works for bridged
+  traffic, both directions (conntrack entries listed with ``zone=N``); ctnetlink dumps
+  filtered on an address return entries of every zone, each with its ``CTA_ZONE``.
 
 Design chosen: bridge marks the port, inet decides statefully
 -------------------------------------------------------------
@@ -75,11 +80,20 @@ counters (``spoof_mac``, ``spoof_ip``, ``spoof_arp``, ``spoof_other``,
 ``rogue_server``, ``egress_drop``, ``ingress_drop``, ``invalid_drop``). Ports with
 ``device_owner`` ``network:*`` or port security disabled are not filtered at all.
 
-Conntrack: after a change that takes something away (rule, member, address, port)
-the driver deletes the entries of flows the new rules no longer allow, through
-ctnetlink in its namespace (``conntrack`` module, where the choice of what to delete
-is documented). There are no conntrack zones: overlapping addresses of two networks on
-one host share entries, so such a cleanup may reset the other network's flow too.
+Conntrack zones (``zones`` module): every network on the host gets its own zone, set
+before conntrack (``inet lbtap`` chains at priority -300, ``ct zone set iifname map
+@zones`` keyed on the network's bridge, which is what br_netfilter shows as the
+interface; ``oifname`` for the host's own output), so two networks with the same
+addresses share no entries: an established flow of one never lets the same 5-tuple
+through the other's rules. Zones are the lowest free numbers >= 1, kept while a port of
+the network is here, and a zone of a network gone is flushed whole before its number
+is reused; the map and the retired zones live in the table, so a restart keeps them.
+
+Conntrack cleanup: after a change that takes something away (rule, member, address,
+port) the driver deletes the entries of flows the new rules no longer allow — only in
+the port's zone — through ctnetlink in its namespace (``conntrack`` module, where the
+choice of what to delete is documented). Ports without a network id share zone 0,
+as before.
 
 Not done here: a full ``apply`` resets the counters.
 """
@@ -88,9 +102,10 @@ from lbtap.drivers.firewall.conntrack import ConntrackCleaner, Flush, plan_flush
 from lbtap.drivers.firewall.driver import FakeFirewall, FirewallDriver
 from lbtap.drivers.firewall.model import EGRESS, INGRESS, IPV4, IPV6, PortFilter, RemoteGroups, Rule, from_details
 from lbtap.drivers.firewall.render import compile_state, render, render_delta, render_full
+from lbtap.drivers.firewall.zones import assign as assign_zones
 
 __all__ = [
     "EGRESS", "INGRESS", "IPV4", "IPV6", "ConntrackCleaner", "FakeFirewall", "FirewallDriver", "Flush",
-    "PortFilter", "RemoteGroups", "Rule", "compile_state", "from_details", "plan_flushes", "render",
+    "PortFilter", "RemoteGroups", "Rule", "assign_zones", "compile_state", "from_details", "plan_flushes", "render",
     "render_delta", "render_full",
 ]

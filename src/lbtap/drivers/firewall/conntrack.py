@@ -19,10 +19,14 @@ What is deleted (the choice, and why):
 * members removed from a remote group: the same, restricted to entries whose other end
   is a removed member, for the ports whose rules name the group in that direction.
 
-Without conntrack zones all bridged traffic of the namespace shares one table, so an
-entry of another network that happens to use the same address can be caught too: a
-reset, never a wrongly allowed flow. Decisions are pure (``plan_flushes``, ``doomed``,
-``queries``); ``ConntrackCleaner`` does the I/O with pyroute2's ``NFCTSocket``.
+* a network gone from the host (its conntrack zone retired, see ``zones``): every
+  entry of that zone, so the number can be handed to another network later.
+
+Every flush is limited to the conntrack zone of the port's network (``Flush.zone``; 0
+for a port without a network): a network using the same addresses as another on this
+host never loses a flow to the other's change. Decisions are pure (``plan_flushes``,
+``doomed``, ``queries``); ``ConntrackCleaner`` does the I/O with pyroute2's
+``NFCTSocket``.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ class Flush:
     (flows toward the port); EGRESS: whose original source is; None: either, and then
     ``rules`` is None. Entries that ``rules`` (with ``groups``) still allow in that
     direction are kept; ``rules`` None deletes them all. ``remotes``, when set, limits
-    the deletion to entries whose other end is one of those addresses.
+    the deletion to entries whose other end is one of those addresses. Only entries of
+    conntrack zone ``zone`` are concerned; ``whole_zone`` deletes all of them
+    (``Flush.of_zone``: a network left the host).
     """
 
     tap: str
@@ -61,6 +67,13 @@ class Flush:
     rules: tuple[Rule, ...] | None = None
     remotes: tuple[str, ...] | None = None
     groups: RemoteGroups = field(default_factory=RemoteGroups, compare=False, repr=False)
+    zone: int = 0
+    whole_zone: bool = False
+
+    @classmethod
+    def of_zone(cls, zone: int) -> "Flush":
+        """Every entry of conntrack zone ``zone``."""
+        return cls("", None, (), zone=zone, whole_zone=True)
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class Entry:
     dport: int | None = None
     icmp_type: int | None = None
     icmp_code: int | None = None
+    zone: int = 0
 
 
 def port_addresses(port: PortFilter) -> tuple[str, ...]:
@@ -87,8 +101,11 @@ def plan_flushes(old_state, new_state, old_ports: Mapping[str, PortFilter],  # n
                  new_groups: RemoteGroups) -> list[Flush]:
     """The flushes a change from (``old_state``, ``old_ports``, ``old_groups``) to the
     new ones calls for (see the module docstring). The states are ``render.Compiled``:
-    they tell the rules the kernel actually applied to each tap. ``old_state`` None
-    (nothing programmed yet) means no rule-based flushes."""
+    they tell the rules the kernel actually applied to each tap, and each port's
+    conntrack zone. ``old_state`` None (nothing programmed yet) means no rule-based
+    flushes; the zones the new state retired are flushed whole."""
+    old_retired = old_state.retired if old_state is not None else frozenset()
+    out: list[Flush] = [Flush.of_zone(z) for z in sorted(new_state.retired - old_retired)]
     shrunk: dict[str, frozenset[str]] = {}
     if old_groups is not new_groups:
         for g, members in old_groups.members.items():
@@ -96,13 +113,14 @@ def plan_flushes(old_state, new_state, old_ports: Mapping[str, PortFilter],  # n
             if gone:
                 shrunk[g] = gone
     memo: dict[tuple[int, int], list[tuple[str, tuple[str, ...] | None]]] = {}
-    out: list[Flush] = []
     for tap, old in old_ports.items():
         new = new_ports.get(tap)
-        if new is None:
+        if new is None or (new is not old and new.network_id != old.network_id):
+            # Gone, or moved to another network (another zone): everything of its
+            # addresses in the zone it was in.
             before = port_addresses(old)
             if before:
-                out.append(Flush(tap, None, before))
+                out.append(Flush(tap, None, before, zone=_zone(old_state, old)))
             continue
         rules = new_state.rules_of(tap)
         was = old_state.rules_of(tap) if old_state is not None else None
@@ -116,16 +134,21 @@ def plan_flushes(old_state, new_state, old_ports: Mapping[str, PortFilter],  # n
             losses = memo[key]
         if same and not losses:
             continue  # the bulk of a big host on every call: keep it cheap
+        zone = new_state.zone_of(new)
         kept = before = port_addresses(old)
         if not same:
             after = port_addresses(new)
             gone = tuple(a for a in before if a not in after)
             if gone:
-                out.append(Flush(tap, None, gone))
+                out.append(Flush(tap, None, gone, zone=zone))
             kept = tuple(a for a in before if a in after)
         if kept:
-            out += [Flush(tap, d, kept, rules, remotes, new_groups) for d, remotes in losses]
+            out += [Flush(tap, d, kept, rules, remotes, new_groups, zone) for d, remotes in losses]
     return out
+
+
+def _zone(state, port: PortFilter) -> int:  # noqa: ANN001 - render.Compiled
+    return state.zone_of(port) if state is not None else 0
 
 
 def _losses(was: tuple[Rule, ...] | None, rules: tuple[Rule, ...],
@@ -190,6 +213,10 @@ def allows(rules: Sequence[Rule], groups: RemoteGroups, direction: str, e: Entry
 
 def doomed(f: Flush, e: Entry) -> bool:
     """Whether flush ``f`` deletes entry ``e``."""
+    if e.zone != f.zone:
+        return False
+    if f.whole_zone:
+        return True
     for d in (INGRESS, EGRESS) if f.direction is None else (f.direction,):
         local, remote = (e.dst, e.src) if d == INGRESS else (e.src, e.dst)
         if not _within(local, f.addresses):
@@ -204,9 +231,12 @@ def doomed(f: Flush, e: Entry) -> bool:
 def queries(flushes: Iterable[Flush]) -> list[tuple[int, str, str]] | None:
     """Kernel-side dump filters covering every entry the flushes may delete, as
     (family, "saddr" | "daddr", address); None when a CIDR is among the addresses
-    (the kernel filter takes exact addresses only)."""
+    (the kernel filter takes exact addresses only) or a whole zone is flushed. The
+    filters do not restrict the zone: ``doomed`` checks it on each entry."""
     out = set()
     for f in flushes:
+        if f.whole_zone:
+            return None
         for d in (INGRESS, EGRESS) if f.direction is None else (f.direction,):
             if f.remotes is not None:  # the narrower side
                 key, addrs = ("saddr" if d == INGRESS else "daddr"), f.remotes
@@ -226,7 +256,11 @@ class FlushIndex:
     def __init__(self, flushes: Iterable[Flush]):
         self.exact: dict[str, list[Flush]] = {}
         self.wide: list[Flush] = []  # flushes with a CIDR among their addresses
+        self.zones: set[int] = set()  # zones flushed whole
         for f in flushes:
+            if f.whole_zone:
+                self.zones.add(f.zone)
+                continue
             if any("/" in a for a in f.addresses):
                 self.wide.append(f)
                 continue
@@ -234,6 +268,8 @@ class FlushIndex:
                 self.exact.setdefault(ipaddress.ip_address(a).compressed, []).append(f)
 
     def doomed(self, e: Entry) -> bool:
+        if e.zone in self.zones:
+            return True
         candidates = [*self.exact.get(e.src, ()), *self.exact.get(e.dst, ()), *self.wide]
         return any(doomed(f, e) for f in candidates)
 
@@ -300,7 +336,8 @@ class ConntrackCleaner:
                 continue
             entry, raw = parse_entry(msg, 4 if family == socket.AF_INET else 6)
             if index.doomed(entry):
-                victims[(family, repr(raw))] = (family, raw, msg.get_attr("CTA_ZONE"))
+                # Keyed with the zone: two networks may hold the very same tuple.
+                victims[(family, entry.zone, repr(raw))] = (family, raw, msg.get_attr("CTA_ZONE"))
         deleted = 0
         for family, raw, zone in victims.values():
             try:
@@ -338,7 +375,7 @@ def parse_entry(msg, version: int) -> tuple[Entry, dict]:  # noqa: ANN001 - a py
         family=version, src=ip.get_attr(f"CTA_IP_{v}_SRC"), dst=ip.get_attr(f"CTA_IP_{v}_DST"),
         proto=proto.get_attr("CTA_PROTO_NUM"), sport=proto.get_attr("CTA_PROTO_SRC_PORT"),
         dport=proto.get_attr("CTA_PROTO_DST_PORT"), icmp_type=proto.get_attr(f"CTA_PROTO_{icmp}_TYPE"),
-        icmp_code=proto.get_attr(f"CTA_PROTO_{icmp}_CODE"))
+        icmp_code=proto.get_attr(f"CTA_PROTO_{icmp}_CODE"), zone=msg.get_attr("CTA_ZONE") or 0)
     # Every attribute of the tuple goes back as it came (GRE keys, ICMP ids, ...): the
     # kernel looks the entry up by its complete tuple.
     raw = {"attrs": [["CTA_TUPLE_IP", {"attrs": [[a[0], a[1]] for a in ip["attrs"]]}],

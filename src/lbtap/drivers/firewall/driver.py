@@ -7,6 +7,7 @@ flushed, for agent unit tests.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 from typing import Iterable
 
@@ -17,6 +18,7 @@ from lbtap.drivers.firewall.render import (
     COUNTERS_BRIDGE, COUNTERS_INET, TABLE, Compiled, compile_groups, compile_state, compile_update,
     render_delta, render_full,
 )
+from lbtap.drivers.firewall.zones import MAX_ZONE
 from lbtap.drivers.host import errors
 from lbtap.drivers.host.netns import in_namespace
 
@@ -47,6 +49,13 @@ class FirewallDriver:
     script once, so the kernel converges to the desired state either way. A failure of
     that full apply propagates (a ``HostError``) and leaves the driver's state as it was.
 
+    Conntrack zones (``zones``): each network of the ports gets one; a network's last
+    port leaving retires its zone, whose entries are deleted after that transaction;
+    the number is reused only once that deletion succeeded. The first apply of a
+    driver (a restarted agent) reads the zones and retired zones lbtap's table holds,
+    so every network keeps its zone and its flows, and zones retired before the
+    restart are flushed. ``clear()`` flushes every zone it knew.
+
     A full apply also switches br_netfilter on in the driver's namespace (without it
     bridged IP traffic never reaches the inet table). Not thread-safe: one caller, the
     agent's executor, drives it.
@@ -62,6 +71,7 @@ class FirewallDriver:
         self._groups = RemoteGroups()
         self._state: Compiled | None = None
         self._pending: list[Flush] = []
+        self._clean: set[int] = set()  # retired zones flushed since: free for the next compile
         self.last_script = ""
         self.last_flushes: tuple[Flush, ...] = ()
 
@@ -69,7 +79,7 @@ class FirewallDriver:
     def apply(self, ports: Iterable[PortFilter], groups: RemoteGroups | None = None) -> None:
         ports = {p.tap: p for p in ports}
         groups = groups or RemoteGroups()
-        new = compile_state(ports.values(), groups, self._state)
+        new = compile_state(ports.values(), groups, self._base() if self._state else self._kernel_zones())
         self._ensure_br_netfilter()
         self._run(render_full(new), "firewall_apply")
         self._commit(ports, groups, new)
@@ -90,9 +100,17 @@ class FirewallDriver:
         self._converge([], groups, "firewall_update_groups")
 
     def clear(self) -> None:
+        """Delete lbtap's tables, then every entry of the zones they used: with the
+        map gone, a later driver cannot know those zones were ever used."""
         self._run(f"table bridge {TABLE}\ndelete table bridge {TABLE}\n"
                   f"table inet {TABLE}\ndelete table inet {TABLE}\n", "firewall_clear")
-        self._ports, self._groups, self._state, self._pending = {}, RemoteGroups(), None, []
+        state, pending = self._state, self._pending
+        self._ports, self._groups, self._state, self._pending, self._clean = {}, RemoteGroups(), None, [], set()
+        zones = set(state.zones.values()) | state.retired if state is not None else set()
+        todo = [*pending, *(Flush.of_zone(z) for z in sorted(zones))]
+        if todo:
+            self.last_flushes = tuple(todo)
+            self.conntrack.flush(todo)
 
     def drop_counters(self) -> dict[str, int]:
         """Packets dropped, per named counter (anti-spoofing and security groups)."""
@@ -134,7 +152,7 @@ class FirewallDriver:
         if self._state is None:
             self.apply(ports.values(), groups)
             return
-        state = compile_update(self._state, changes, groups)
+        state = compile_update(self._base(), changes, groups)
         if groups is not self._groups:
             state = compile_groups(state, groups)
         device = changes[0][1].tap if len(changes) == 1 and changes[0][1] else None
@@ -144,7 +162,7 @@ class FirewallDriver:
                 self._run(script, op, device)
         except errors.HostError:
             # The kernel did not hold what we believed: one full replace repairs it.
-            state = compile_state(ports.values(), groups, self._state)
+            state = compile_state(ports.values(), groups, self._base())
             self._ensure_br_netfilter()
             self._run(render_full(state), op, device)
         self._commit(ports, groups, state, device)
@@ -154,6 +172,7 @@ class FirewallDriver:
         """The transaction is in: record the new state, then end the flows it forbids."""
         flushes = plan_flushes(self._state, state, self._ports, ports, self._groups, groups)
         self._ports, self._groups, self._state = ports, groups, state
+        self._clean &= state.retired  # the others left the retired set with this transaction
         todo, self._pending = [*self._pending, *flushes], []
         if not todo:
             return
@@ -165,6 +184,32 @@ class FirewallDriver:
                 self._pending = todo
             e.device = e.device or device
             raise
+        self._clean |= {f.zone for f in todo if f.whole_zone} & state.retired
+
+    def _base(self) -> Compiled:
+        """The state to compile the next one from: the kernel's, but with the retired
+        zones flushed since counted as free (the next transaction drops them from
+        ``zones_retired``)."""
+        if not self._clean:
+            return self._state
+        return dataclasses.replace(self._state, retired=self._state.retired - self._clean)
+
+    def _kernel_zones(self) -> Compiled | None:
+        """What a previous driver left in the kernel: its zone map and retired zones, as
+        a state to compile from (None when there is no such table)."""
+        def elements(kind: str, name: str) -> list:
+            try:
+                items = self.nft.json(f"list {kind} inet {TABLE} {name}")
+            except errors.NotFound:  # no table (first start), or one of an older lbtap
+                return []
+            return [e for i in items if kind in i for e in i[kind].get("elem", ())]
+
+        zones = {e[0]: e[1] for e in elements("map", "zones")
+                 if isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int)}
+        retired = {e for e in elements("set", "zones_retired") if isinstance(e, int) and 0 < e <= MAX_ZONE}
+        if not zones and not retired:
+            return None
+        return Compiled(zones=zones, retired=frozenset(retired))
 
     def _run(self, script: str, op: str, device: str | None = None) -> None:
         self.last_script = script
@@ -216,7 +261,8 @@ class FakeFirewall:
             raise e
         compiled = compile_state(ports.values(), groups, self.compiled)
         self.flushes += plan_flushes(self.compiled, compiled, self.ports, ports, self.groups, groups)
-        self.compiled = compiled
+        # Retired zones are flushed at once here, so their numbers are free again.
+        self.compiled = dataclasses.replace(compiled, retired=frozenset())
         self.ports, self.groups = ports, groups
         self.transactions += 1
 

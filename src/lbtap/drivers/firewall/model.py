@@ -30,6 +30,7 @@ PROTOCOL_NUMBERS = {
 }
 PORT_PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"}
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def normalize_mac(mac: str) -> str:
@@ -123,7 +124,9 @@ class PortFilter:
 
     ``ips`` are the fixed IPs; ``allowed_address_pairs`` are (ip or cidr, mac or None —
     None meaning the port's own MAC). ``rules`` is the union of the rules of the
-    port's security groups, already resolved by the server.
+    port's security groups, already resolved by the server. ``network_id`` puts the
+    port's traffic in its network's conntrack zone (None: the shared zone 0); ports
+    of one network share the zone whether they are filtered or not.
     """
 
     tap: str
@@ -134,9 +137,15 @@ class PortFilter:
     device_owner: str = ""
     rules: tuple[Rule, ...] = ()
     security_groups: tuple[str, ...] = ()
+    network_id: str | None = None
 
     def __post_init__(self) -> None:
         validate_ifname(self.tap)
+        if not self.network_id:
+            object.__setattr__(self, "network_id", None)
+        elif not _ID_RE.match(self.network_id):
+            # It ends up quoted in the nft script (as the network's bridge name).
+            raise ValueError(f"invalid network id {self.network_id!r}")
         object.__setattr__(self, "security_groups", tuple(sorted(set(self.security_groups))))
         object.__setattr__(self, "mac", normalize_mac(self.mac))
         # Addresses are normalised once here; the renderer only handles strings.
@@ -154,7 +163,7 @@ class PortFilter:
         h = self.__dict__.get("_hash")
         if h is None:
             h = hash((self.tap, self.mac, self.ips, self.allowed_address_pairs, self.port_security_enabled,
-                      self.device_owner, self.rules, self.security_groups))
+                      self.device_owner, self.rules, self.security_groups, self.network_id))
             object.__setattr__(self, "_hash", h)
         return h
 
@@ -200,7 +209,7 @@ class RemoteGroups:
     def of(cls, groups: Mapping[str, Iterable[str]] | None = None) -> "RemoteGroups":
         norm: dict[str, frozenset[str]] = {}
         for gid, ips in (groups or {}).items():
-            if not gid or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", gid):
+            if not gid or not _ID_RE.match(gid):
                 raise ValueError(f"invalid group id {gid!r}")
             norm[gid] = frozenset(str(_network(ip)) if "/" in ip else str(ipaddress.ip_address(ip)) for ip in ips)
         return cls(members=norm)
@@ -225,4 +234,5 @@ def from_details(details, rules: Iterable[Rule] = ()) -> PortFilter:  # noqa: AN
         device_owner=details.device_owner,
         rules=tuple(rules),
         security_groups=tuple(details.security_groups),
+        network_id=details.network_id,
     )

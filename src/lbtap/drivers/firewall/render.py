@@ -23,6 +23,10 @@ Layout (why: see the package docstring):
   dropped and counted. The mark carries the *profile* number, not the port's: ports
   of the same security groups (or the same rules) share one profile, so the ruleset
   grows with distinct profiles, and a group's rule change is a few set elements.
+  ``zone-in``/``zone-out`` (priority -300, before conntrack) put each network's
+  traffic in its own conntrack zone: ``ct zone set iifname|oifname map @zones``, the
+  map keyed on the network's bridge (see ``zones``); ``zones_retired`` lists the zones
+  of networks gone whose entries may not be flushed yet (read back after a restart).
 
 Each data set is split in ``SHARDS`` (8) sets by profile number (``i4_port-3`` holds
 the profiles whose number is 3 modulo 8), reached through a constant verdict map on the
@@ -34,6 +38,7 @@ profiles, 16 cost ~15 ms.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
@@ -47,6 +52,7 @@ from lbtap.drivers.firewall.profiles import (
     DATA_SETS, EGRESS_TAG, INGRESS_TAG, SETS, SHARDS, ProfileSets, collapse, compile_rules, data_lookup,
     data_set_type, digest, group_set, rule_expr,
 )
+from lbtap.drivers.firewall.zones import assign, bridge_of
 
 __all__ = [
     "COUNTERS_BRIDGE", "COUNTERS_INET", "EGRESS_TAG", "INGRESS_TAG", "SETS", "SHARDS", "TABLE", "Compiled",
@@ -70,11 +76,19 @@ class Compiled:
     jumps: Mapping[int, str] = field(default_factory=dict)  # full mark -> chain of spilled rules
     sets: Mapping[str, frozenset[str]] = field(default_factory=dict)  # "g4-<gid>" -> members
     chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # inet chain -> rules
+    bridges: Mapping[str, str] = field(default_factory=dict)  # tap -> its network's bridge (all ports)
+    zones: Mapping[str, int] = field(default_factory=dict)  # bridge -> conntrack zone
+    retired: frozenset[int] = frozenset()  # zones of networks gone, not known to be flushed yet
 
     def rules_of(self, tap: str) -> tuple[Rule, ...] | None:
         """The rules the kernel applies to ``tap``; None when the tap is not filtered."""
         key = self.profile.get(tap)
         return None if key is None else self.rules[key]
+
+    def zone_of(self, port: PortFilter) -> int:
+        """The conntrack zone of ``port``'s traffic (0: no network, the shared zone)."""
+        bridge = bridge_of(port.network_id)
+        return self.zones.get(bridge, 0) if bridge else 0
 
 
 def _q(ifname: str) -> str:
@@ -114,7 +128,8 @@ def _group_sets(gids: Iterable[str], groups: RemoteGroups) -> dict[str, frozense
 
 def compile_state(ports: Iterable[PortFilter], groups: RemoteGroups, previous: Compiled | None = None) -> Compiled:
     """The desired state of all ``ports``. Numbers of profiles already in ``previous``
-    are kept, so a delta never renumbers other ports.
+    are kept, so a delta never renumbers other ports; so are the conntrack zones of
+    networks still present (the zones of the others are retired, see ``zones``).
 
     Ports of the same security groups share a profile named after the groups. Should
     two of them disagree on the rules (data caught half-way through an update), the
@@ -146,9 +161,13 @@ def compile_state(ports: Iterable[PortFilter], groups: RemoteGroups, previous: C
         b.add(numbers[key], body)
         gids |= body.gids
     data, jumps, chains = b.finish()
+    bridges = {p.tap: bridge_of(p.network_id) for p in ports if p.network_id}
+    zones, retired = assign(bridges.values(), previous.zones if previous else {},
+                            previous.retired if previous else frozenset())
     return Compiled(index={t: numbers[k] for t, k in profile.items()}, profile=profile, numbers=numbers,
                     rules=rules, elements={n: frozenset(v) for n, v in elements.items()}, data=data,
-                    jumps=jumps, sets=_group_sets(gids, groups), chains=chains)
+                    jumps=jumps, sets=_group_sets(gids, groups), chains=chains, bridges=bridges, zones=zones,
+                    retired=retired)
 
 
 def compile_update(prev: Compiled, changes: Iterable[tuple[PortFilter | None, PortFilter | None]],
@@ -187,7 +206,16 @@ def compile_update(prev: Compiled, changes: Iterable[tuple[PortFilter | None, Po
             for v in (4, 6):
                 sets.setdefault(group_set(g, v), collapse(groups.by_family(g, v)))
 
+    bridges: dict[str, str] | None = None
     for old, new in changes:
+        was, now = bridge_of(old.network_id) if old else None, bridge_of(new.network_id) if new else None
+        if was != now:
+            if bridges is None:
+                bridges = dict(prev.bridges)
+            if now is None:
+                bridges.pop(old.tap, None)
+            else:
+                bridges[new.tap] = now
         old = old if old is not None and old.filtered else None
         new = new if new is not None and new.filtered else None
         if old is None and new is None:
@@ -223,8 +251,13 @@ def compile_update(prev: Compiled, changes: Iterable[tuple[PortFilter | None, Po
         if gone != added:
             elements[name] = (elements.get(name, frozenset()) - gone) | added
     data, jumps, chains = b.finish()
+    zones, retired = prev.zones, prev.retired
+    if bridges is None:
+        bridges = prev.bridges
+    elif set(bridges.values()) != zones.keys():
+        zones, retired = assign(bridges.values(), zones, retired)
     return Compiled(index=index, profile=profile, numbers=numbers, rules=rules, elements=elements, data=data,
-                    jumps=jumps, sets=sets, chains=chains)
+                    jumps=jumps, sets=sets, chains=chains, bridges=bridges, zones=zones, retired=retired)
 
 
 def compile_groups(prev: Compiled, groups: RemoteGroups) -> Compiled:
@@ -234,8 +267,7 @@ def compile_groups(prev: Compiled, groups: RemoteGroups) -> Compiled:
     for rs in prev.rules.values():
         referenced |= compile_rules(rs).gids
     sets = _group_sets(referenced | set(groups.members), groups)
-    return Compiled(index=prev.index, profile=prev.profile, numbers=prev.numbers, rules=prev.rules,
-                    elements=prev.elements, data=prev.data, jumps=prev.jumps, sets=sets, chains=prev.chains)
+    return dataclasses.replace(prev, sets=sets)
 
 
 # -- text --------------------------------------------------------------------------------
@@ -289,6 +321,25 @@ def _hook(name: str, hook: str, priority: int, tag: int, base: str, direction: s
     ]
 
 
+def _zone(bridge: str, zone: int) -> str:
+    return f"{_q(bridge)} : {zone}"
+
+
+def _zone_lines(c: Compiled) -> list[str]:
+    # Priority -300 (raw): the zone must be set before conntrack (-200) looks the
+    # packet up. A packet whose interface is not a network's bridge stays in zone 0.
+    return [
+        f"  map zones {{ typeof iifname : ct zone;{_elements(_zone(b, z) for b, z in c.zones.items())} }}",
+        f"  set zones_retired {{ typeof ct zone;{_elements(str(z) for z in c.retired)} }}",
+        "  chain zone-in { type filter hook prerouting priority -300; policy accept;",
+        "    ct zone set iifname map @zones",
+        "  }",
+        "  chain zone-out { type filter hook output priority -300; policy accept;",
+        "    ct zone set oifname map @zones",
+        "  }",
+    ]
+
+
 def render_full(c: Compiled) -> str:
     """A script that atomically replaces lbtap's tables (and touches no other)."""
     out = [f"table bridge {TABLE}", f"delete table bridge {TABLE}", f"table bridge {TABLE} {{"]
@@ -320,6 +371,7 @@ def render_full(c: Compiled) -> str:
         out += [f"  chain {name} {{", *(f"    {r}" for r in body), "  }"]
     out += _shard_chains("e") + _shard_chains("i")
     out.append(f"  map profile {{ type mark : verdict;{_elements(_jump(m, ch) for m, ch in c.jumps.items())} }}")
+    out += _zone_lines(c)
     out += _hook("prerouting", "prerouting", -150, EGRESS_TAG, "e-base", "e", "egress_drop")
     out += _hook("forward", "forward", 0, INGRESS_TAG, "i-base", "i", "ingress_drop")
     out.append("}")
@@ -362,6 +414,10 @@ def render_delta(old: Compiled, new: Compiled) -> str:
     marks = _changed(old.jumps, new.jumps)
     _elem_diff(out, "inet", "profile", [_jump(m, old.jumps[m]) for m in marks if m in old.jumps],
                [_jump(m, new.jumps[m]) for m in marks if m in new.jumps])
+    bridges = _changed(old.zones, new.zones)
+    _elem_diff(out, "inet", "zones", [_zone(b, old.zones[b]) for b in bridges if b in old.zones],
+               [_zone(b, new.zones[b]) for b in bridges if b in new.zones])
+    _elem_diff(out, "inet", "zones_retired", [str(z) for z in old.retired], [str(z) for z in new.retired])
     taps = _changed(old.index, new.index)
     _elem_diff(out, "bridge", "port_idx", [_idx(t, old.index[t]) for t in taps if t in old.index],
                [_idx(t, new.index[t]) for t in taps if t in new.index])
