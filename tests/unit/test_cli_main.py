@@ -24,3 +24,13 @@ def test_bad_flag_value_is_rejected_before_anything_runs(tmp_path, capsys):
 def test_no_command_prints_help(capsys):
     code, out, _ = run([], capsys)
     assert code == 2 and "usage: lbtap" in out
+
+
+@pytest.mark.parametrize("argv", [["network", "create", "--mtu", "abc"], ["vif", "plug"], ["nosuchcommand"],
+                                  ["security-group-rule", "create", "sg", "--direction", "sideways"]])
+def test_usage_errors_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv, _exit=lambda c: c)
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and err.count("\n") == 1 and err.startswith("lbtap")
+    assert "--help" in err

@@ -125,8 +125,16 @@ def _optional_register(module: str, sub: argparse._SubParsersAction) -> None:
     mod.register(sub)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit 2), like every other lbtap error; the
+    usage text stays one ``--help`` away. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lbtap", description="Linux bridge + TAP tenant networks")
+    parser = OneLineErrors(prog="lbtap", description="Linux bridge + TAP tenant networks")
     parser.add_argument("--version", action="version", version=f"lbtap {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
