@@ -113,6 +113,9 @@ class AgentSettings(_Frozen):
     l2_population: bool = True
     report_interval: float = Field(30.0, gt=0)
     reconcile_interval: float = Field(60.0, gt=0)
+    # Re-read every device's details this often (0: never), so a lost port_update or
+    # push heals; a re-read never re-reports a device whose status the server holds.
+    details_refresh_interval: float = Field(300.0, ge=0)
     retry_initial: float = Field(0.5, gt=0)
     retry_max: float = Field(60.0, gt=0)
     report_batch_delay: float = Field(0.005, ge=0)

@@ -89,6 +89,7 @@ class L2Agent:
         self._intents: deque[Callable[[float], None]] = deque()
         self._full_scan_due = True
         self._next_reconcile = 0.0
+        self._next_refresh = 0.0
         self._bus_disconnects = getattr(bus, "disconnects", 0)
         self._start_flag = True
         self.loop_iterations = 0
@@ -212,7 +213,7 @@ class L2Agent:
                          self.core.snapshot().get("devices", 0))
             self.last_loop_seconds = time.perf_counter() - started
             now = self.clock()
-            deadline = min(filter(None, (self.core.next_wakeup(now), self._next_reconcile,
+            deadline = min(filter(None, (self.core.next_wakeup(now), self._next_reconcile, self._next_refresh,
                                          *(ext.next_wakeup(now) for ext in self.extensions))))
             # Work that became due while iterating (events, intents) must not wait.
             if self._events or self._intents:
@@ -228,6 +229,11 @@ class L2Agent:
         now = self.clock()
         if now >= self._next_reconcile:
             self._full_scan_due = True
+        refresh = self.cfg.details_refresh_interval
+        if refresh and now >= self._next_refresh:
+            if self._next_refresh:  # not at start: the first full scan asks anyway
+                self.core.refresh_details(now)
+            self._next_refresh = now + refresh
         self._drain_events(now)
         while self._intents:
             self._intents.popleft()(now)

@@ -569,3 +569,20 @@ def test_a_down_whose_answer_was_lost_is_sent_again():
     h.run_until(h.now + 10)
     assert h.server.down_msgs[t] >= 2 and h.server.ports[t].status == c.PORT_STATUS_DOWN
     assert h.server.up_msgs[t] == 1
+
+
+def test_details_refresh_heals_a_lost_port_update_and_reports_nothing_twice():
+    h = Harness()
+    taps = [h.server.add_port(port_id(i)) for i in range(1, 4)]
+    for i in range(1, 4):
+        h.tap(port_id(i))
+    h.settle()
+    # admin_state_up changed on the server, its port_update lost on the way
+    h.server.ports[taps[0]] = replace(h.server.ports[taps[0]], admin_state_up=False)
+    assert h.core.refresh_details(h.now) == 3
+    h.settle()
+    assert not h.host.get_link(taps[0]).up and h.server.down_msgs[taps[0]] == 1
+    h.core.refresh_details(h.now)
+    h.settle()
+    assert [h.server.up_msgs[t] for t in taps] == [1, 1, 1], "a re-read re-reports nothing"
+    assert h.server.down_msgs[taps[0]] == 1

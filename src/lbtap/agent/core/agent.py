@@ -332,6 +332,19 @@ class AgentCore:
             self.counters["details_pushed"] += 1
             self._accept(dev, d, with_status=False)
 
+    def refresh_details(self, now: float) -> int:
+        """Ask the server again about every device it told us about (the safety net for a
+        lost ``port_update`` or push); returns how many. Status is only re-read, never
+        re-reported: the reporter seeds nothing it already holds."""
+        self._tick(now)
+        names = [n for n, dev in self._devices.items() if dev.details is not None and not dev.orphan]
+        for name in names:
+            dev = self._devices[name]
+            self._want_details.add(name)
+            if dev.asking:
+                dev.ask_again = True
+        return len(names)
+
     def forget_pushed(self) -> None:
         """Drop every pushed-but-unused details (they may have missed later casts)."""
         self._pushed.clear()
