@@ -23,6 +23,7 @@ import pytest
 from lbtap.drivers.dhcp import DhcpNetwork, DnsmasqProcess, FixedIP, HostRoute, Port, Subnet
 from lbtap.drivers.dhcp.naming import dhcp_device, dhcp_namespace, host_device
 from lbtap.drivers.host import netns
+from tests.fullstack.guests import dhclient
 from tests.support import require_root, unique_netns
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,13 +32,6 @@ DHCP_IP = "10.20.0.2"
 GW = "10.20.0.1"
 DNS = "198.51.100.53"
 MTU = 1450
-
-DHCLIENT_CONF = """\
-option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;
-request subnet-mask, broadcast-address, routers, domain-name, domain-name-servers,
-        host-name, interface-mtu, rfc3442-classless-static-routes;
-timeout 20;
-"""
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -55,7 +49,6 @@ class Env:
         # dnsmasq re-reads its files as an unprivileged user: not under pytest's 0700 tmp.
         self.root = Path(tempfile.mkdtemp(prefix="lbtt-dnsmasq-"))
         os.chmod(self.root, 0o755)
-        self.procs: list[subprocess.Popen] = []
         self.dnsmasq: list[DnsmasqProcess] = []
 
     def setup(self) -> None:
@@ -81,40 +74,9 @@ class Env:
 
     def dhclient(self, guest: str, timeout: float = 25.0) -> dict[str, str]:
         """Run dhclient in ``guest`` until it is BOUND; return the script's environment."""
-        d = self.root / guest
-        d.mkdir()
-        (d / "dhclient.conf").write_text(DHCLIENT_CONF)
-        script = d / "script.sh"
-        script.write_text(f'#!/bin/sh\nenv > "{d}/env.$reason"\n')
-        script.chmod(0o755)
-        p = subprocess.Popen(["ip", "netns", "exec", guest, "dhclient", "-4", "-d", "-1", "-v",
-                              "-cf", str(d / "dhclient.conf"), "-lf", str(d / "leases"), "-pf", str(d / "pid"),
-                              "-sf", str(script), "eth0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(p)
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                bound = d / "env.BOUND"
-                if bound.exists() and bound.stat().st_size:
-                    time.sleep(0.05)
-                    lines = bound.read_text().splitlines()
-                    return dict(line.split("=", 1) for line in lines if "=" in line)
-                if p.poll() is not None:
-                    break
-                time.sleep(0.05)
-            return {}
-        finally:
-            p.terminate()
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        return dhclient(guest, self.root, timeout)
 
     def teardown(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(5)
         for d in self.dnsmasq:
             d.stop()
         for ns in [*self.guests, self.qdhcp, self.h]:

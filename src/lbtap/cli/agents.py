@@ -8,7 +8,6 @@ they create carry the host name (``qdhcp-<net>-<host>``, ``qrouter-<id>-<host>``
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -21,23 +20,15 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_dhcp_agent(args: argparse.Namespace) -> int:
-    from lbtap.agents.dhcp import run_dhcp_agent
-    from lbtap.cli.main import _prepare, build_settings
+    from lbtap.cli.main import run_daemon
 
-    settings = build_settings(args)
-    _prepare(settings)
-    asyncio.run(run_dhcp_agent(settings))
-    return 0
+    return run_daemon(args, "lbtap.agents.dhcp:run_dhcp_agent")
 
 
 def cmd_l3_agent(args: argparse.Namespace) -> int:
-    from lbtap.agents.l3 import run_l3_agent
-    from lbtap.cli.main import _prepare, build_settings
+    from lbtap.cli.main import run_daemon
 
-    settings = build_settings(args)
-    _prepare(settings)
-    asyncio.run(run_l3_agent(settings))
-    return 0
+    return run_daemon(args, "lbtap.agents.l3:run_l3_agent")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

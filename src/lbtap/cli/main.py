@@ -87,31 +87,27 @@ def _prepare(settings: Settings) -> None:
         raise CliError(f"cannot create state dir {settings.state_dir}: {e.strerror}") from None
 
 
-def cmd_server(args: argparse.Namespace) -> int:
+def run_daemon(args: argparse.Namespace, target: str) -> int:
+    """Settings from the flags, process set-up, then ``asyncio.run`` of the coroutine
+    function ``target`` ("module:function", imported only now: ``lbtap --help`` stays
+    fast) until it returns on SIGINT/SIGTERM."""
     settings = build_settings(args)
     _prepare(settings)
-    from lbtap.server.process import run_server
-
-    asyncio.run(run_server(settings))
+    module, _, name = target.partition(":")
+    asyncio.run(getattr(importlib.import_module(module), name)(settings))
     return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    return run_daemon(args, "lbtap.server.process:run_server")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    settings = build_settings(args)
-    _prepare(settings)
-    from lbtap.allinone import run_all_in_one
-
-    asyncio.run(run_all_in_one(settings))
-    return 0
+    return run_daemon(args, "lbtap.allinone:run_all_in_one")
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    settings = build_settings(args)
-    _prepare(settings)
-    from lbtap.agent.runtime import run_agent
-
-    asyncio.run(run_agent(settings))
-    return 0
+    return run_daemon(args, "lbtap.agent.runtime:run_agent")
 
 
 def _optional_register(module: str, sub: argparse._SubParsersAction) -> None:

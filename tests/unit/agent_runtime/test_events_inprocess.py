@@ -5,71 +5,22 @@ with its test hooks, and FakeHost."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from lbtap.agent.metrics import register_agent_metrics
-from lbtap.agent.runtime import L2Agent
 from lbtap.agent.testhooks import DEBUG_REREPORT
-from lbtap.bus.memory import MemoryBus
-from lbtap.config import load_settings
 from lbtap.domain.naming import tap_name
 from lbtap.drivers.host.errors import Busy
-from lbtap.drivers.host.fake import FakeHost
 from lbtap.rpc import topics
-from lbtap.server.context import Context
-from lbtap.server.process import build_server, serve_rpc
-from tests.unit.agent_runtime.test_inprocess import make_ports, status, wait_until
-
-ADMIN = Context.admin()
+from tests.unit.agent_runtime.test_inprocess import in_process_system, make_ports, status, wait_until
 
 
 @pytest.fixture
 async def system(tmp_path):
-    settings = load_settings(None, {
-        "state_dir": str(tmp_path),
-        "server.tenant_network_types": ["local"],
-        "agent.host": "h1",
-        "agent.report_interval": 0.05,
-        "agent.retry_initial": 0.05,
-        "agent.retry_max": 0.4,
-        "agent.test_hooks": True,
-        "bus.transport_url": f"memory://{uuid.uuid4().hex}",
-    })
-    bus = MemoryBus(settings.bus.transport_url)
-    await bus.start()
-    parts = build_server(settings, bus, asyncio.get_running_loop())
-    await serve_rpc(parts)
-    host = FakeHost()
-    agent = L2Agent(settings, bus, driver_factory=lambda s: host)
-    task = asyncio.create_task(agent.run())
-    await wait_until(lambda: parts.services.list(ADMIN, "agents", _q()).items)
-
-    class System:
-        pass
-
-    s = System()
-    s.svc, s.host, s.agent, s.bus, s.parts = parts.services, host, agent, bus, parts
-    s.events = parts.app.state.lbtap_events
-
-    async def on_host(fn, *args, **kw):
-        return await agent._host(lambda: fn(*args, **kw))
-
-    s.on_host = on_host
-    yield s
-    agent.stop()
-    await asyncio.wait_for(task, 10)
-    await bus.close()
-    s.events.store.close()
-    parts.engine.dispose()
-
-
-def _q():
-    from lbtap.server.services.query import ListQuery
-
-    return ListQuery()
+    async with in_process_system(tmp_path, **{"agent.test_hooks": True}) as s:
+        yield s
 
 
 async def plug(s, ports):

@@ -4,6 +4,7 @@ in-process bus, the real agent runtime and core, and the in-memory FakeHost."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import pytest
@@ -28,8 +29,10 @@ async def wait_until(pred, timeout=5.0):
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture
-async def system(tmp_path):
+@contextlib.asynccontextmanager
+async def in_process_system(tmp_path, **overrides):
+    """Server parts + in-process bus + the real agent runtime on a FakeHost, started and
+    (on exit) stopped; ``overrides`` are extra settings (``"agent.test_hooks": True``)."""
     settings = load_settings(None, {
         "state_dir": str(tmp_path),
         "server.tenant_network_types": ["local"],
@@ -38,6 +41,7 @@ async def system(tmp_path):
         "agent.retry_initial": 0.05,
         "agent.retry_max": 0.4,
         "bus.transport_url": f"memory://{uuid.uuid4().hex}",
+        **overrides,
     })
     bus = MemoryBus(settings.bus.transport_url)
     await bus.start()
@@ -46,25 +50,35 @@ async def system(tmp_path):
     host = FakeHost()
     agent = L2Agent(settings, bus, driver_factory=lambda s: host)
     task = asyncio.create_task(agent.run())
-    svc = parts.services
-    await wait_until(lambda: svc.list(ADMIN, "agents", _q()).items)
+    await wait_until(lambda: parts.services.list(ADMIN, "agents", _q()).items)
 
     class System:
         pass
 
     s = System()
-    s.svc, s.host, s.agent, s.audit = svc, host, agent, parts.audit
+    s.svc, s.host, s.agent, s.audit, s.bus, s.parts = parts.services, host, agent, parts.audit, bus, parts
+    s.events = getattr(parts.app.state, "lbtap_events", None)
 
     async def on_host(fn, *args, **kw):
         # The agent's worker thread owns the host: serialise test changes through it.
         return await agent._host(lambda: fn(*args, **kw))
 
     s.on_host = on_host
-    yield s
-    agent.stop()
-    await asyncio.wait_for(task, 10)
-    await bus.close()
-    parts.engine.dispose()
+    try:
+        yield s
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+        await bus.close()
+        if s.events is not None:
+            s.events.store.close()
+        parts.engine.dispose()
+
+
+@pytest.fixture
+async def system(tmp_path):
+    async with in_process_system(tmp_path) as s:
+        yield s
 
 
 def _q():
