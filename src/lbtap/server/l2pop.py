@@ -243,11 +243,11 @@ class L2Population:
         self._enqueue(self.db.read(run))
 
     def port_deleted(self, port: dict) -> None:
-        """Notifier hook: an ACTIVE port that is deleted leaves its host's entries."""
+        """Notifier hook: a bound port that is deleted leaves its host's entries."""
         self._port_gone(port)
 
     def port_updated(self, port: dict, original: dict | None = None) -> None:
-        """Notifier hook: an ACTIVE port moved to another host leaves the old host's entries."""
+        """Notifier hook: a port moved to another host leaves the old host's entries."""
         old_host = (original or {}).get("binding:host_id")
         if original and old_host and old_host != port.get("binding:host_id"):
             self._port_gone(original)
@@ -257,8 +257,11 @@ class L2Population:
 
     def _port_gone_now(self, port: dict) -> None:
         host = port.get("binding:host_id") or ""
-        if port.get("status") != c.PORT_STATUS_ACTIVE or not host:
+        if not host:
             return
+        # Whatever its status: a port deleted just after going DOWN may have had its
+        # down report processed here only once the row was gone (nothing withdrawn then).
+        # Withdrawing entries the agents no longer hold is a no-op for them.
         gone = PortFdb(port["id"], port["network_id"], host, port["mac_address"],
                        tuple(f["ip_address"] for f in port.get("fixed_ips") or ()))
 

@@ -54,3 +54,43 @@ def test_merge_entries_folds_two_messages_without_duplicates():
         "n1": block(7, **{"10_0_0_2": [FLOODING_ENTRY, [P2.mac, "x"], ["m", "y"]], "10_0_0_3": [FLOODING_ENTRY]}),
         "n2": block(8, **{"10_0_0_2": [["m4", "z"]]}),
     }
+
+
+def test_port_deleted_right_after_going_down_still_withdraws_its_entries(tmp_path):
+    """The down report is processed (in order, on l2population's thread) only after the
+    API deleted the row: nothing is found then, so the deletion must withdraw."""
+    from lbtap.config import Settings
+    from lbtap.domain.naming import tap_name
+    from lbtap.rpc import topics
+    from lbtap.server.context import Context
+    from lbtap.server.db.engine import Database
+    from lbtap.server.l2pop import L2Population
+    from lbtap.server.rpc_handlers import RpcHandlers
+    from lbtap.server.services import Services
+    from tests.support import fresh_db_url, migrated_engine
+
+    engine = migrated_engine(fresh_db_url("sqlite", tmp_path))
+    settings = Settings(server={"tenant_network_types": ["vxlan"]})
+    svc, rpc, admin = Services(engine, settings), RpcHandlers(engine, settings), Context.admin()
+    for host, ip in (("h1", "10.0.0.1"), ("h2", "10.0.0.2")):
+        rpc.report_state({"agent_state": {"agent_type": "Linux bridge agent", "host": host, "binary": "lbtap-agent",
+                                          "topic": "q-agent-notifier", "configurations": {"tunneling_ip": ip}}})
+    net = svc.create(admin, "networks", {"name": "n"})
+    svc.create(admin, "subnets", {"network_id": net["id"], "ip_version": 4, "cidr": "10.9.0.0/24"})
+    port = svc.create(admin, "ports", {"network_id": net["id"], "binding:host_id": "h2"})
+    sent = []
+    l2pop = L2Population(Database(engine), lambda method, entries, host: sent.append((method, entries, host)),
+                         threaded=False)
+    tap = tap_name(port["id"])
+    rpc.update_device_list([tap], [], "a", "h2")
+    l2pop.status_changed("h2", [tap], [])
+    assert sent and sent[0][0] == topics.FDB_ADD
+    rpc.update_device_list([], [tap], "a", "h2")
+    down = svc.get(admin, "ports", port["id"])
+    svc.delete(admin, "ports", port["id"])
+    sent.clear()
+    l2pop.status_changed("h2", [], [tap])  # too late: the row is gone
+    l2pop.port_deleted(down)
+    (method, entries, host), = sent
+    assert method == topics.FDB_REMOVE and host is None
+    assert [port["mac_address"], port["fixed_ips"][0]["ip_address"]] in entries[net["id"]]["ports"]["10.0.0.2"]
