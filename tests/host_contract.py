@@ -19,8 +19,9 @@ from lbtap.drivers.host.base import FdbEntry, LinkEvent, Route, VxlanInfo
 ZERO = "00:00:00:00:00:00"
 
 
-def wait_for(pred, timeout: float = 2.0):
-    """Poll ``pred`` (events may arrive from another thread) until truthy."""
+def wait_for(pred, timeout: float = 30.0):
+    """Poll ``pred`` (events may arrive from another thread) until truthy, or until a
+    deadline generous enough for a loaded machine (it returns as soon as ``pred`` holds)."""
     deadline = time.monotonic() + timeout
     while True:
         v = pred()

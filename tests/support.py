@@ -22,7 +22,7 @@ NETNS_PREFIX = "lbtt-"
 def _reachable(url: str) -> bool:
     u = urlparse(url.replace("+psycopg", "").replace("+pymysql", ""))
     try:
-        with socket.create_connection((u.hostname or "127.0.0.1", u.port or 0), timeout=1):
+        with socket.create_connection((u.hostname or "127.0.0.1", u.port or 0), timeout=5):
             return True
     except OSError:
         return False

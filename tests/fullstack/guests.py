@@ -19,16 +19,21 @@ DHCLIENT_CONF = """\
 option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;
 request subnet-mask, broadcast-address, routers, domain-name, domain-name-servers,
         host-name, interface-mtu, rfc3442-classless-static-routes;
-timeout 20;
+timeout 60;
 """
 
 
-def dhclient(guest: str, workdir: Path, timeout: float = 25.0, ifname: str = "eth0") -> dict[str, str]:
-    """Run dhclient in ``guest`` until BOUND; the environment its script got ({} if none)."""
+def dhclient(guest: str, workdir: Path, timeout: float = 70.0, ifname: str = "eth0") -> dict[str, str]:
+    """Run dhclient in ``guest`` until BOUND; the environment its script got ({} if none).
+
+    Generous timeouts (dhclient's own and ours) for a loaded machine: it returns as soon
+    as the lease is bound.
+    """
     d = Path(tempfile.mkdtemp(prefix=f"dhc-{guest}-", dir=workdir))
     (d / "dhclient.conf").write_text(DHCLIENT_CONF)
     script = d / "script.sh"
-    script.write_text(f'#!/bin/sh\nenv > "{d}/env.$reason"\n')
+    # Written aside then renamed: an env.<reason> file that exists is complete.
+    script.write_text(f'#!/bin/sh\nenv > "{d}/.env.$reason" && mv "{d}/.env.$reason" "{d}/env.$reason"\n')
     script.chmod(0o755)
     p = subprocess.Popen(["ip", "netns", "exec", guest, "dhclient", "-4", "-d", "-1", "-v",
                           "-cf", str(d / "dhclient.conf"), "-lf", str(d / "leases"), "-pf", str(d / "pid"),
@@ -37,8 +42,7 @@ def dhclient(guest: str, workdir: Path, timeout: float = 25.0, ifname: str = "et
     try:
         while time.monotonic() < deadline:
             bound = d / "env.BOUND"
-            if bound.exists() and bound.stat().st_size:
-                time.sleep(0.05)
+            if bound.exists():
                 lines = bound.read_text().splitlines()
                 return dict(line.split("=", 1) for line in lines if "=" in line)
             if p.poll() is not None:

@@ -24,6 +24,10 @@ from lbtap.domain import constants as c
 
 REPO = Path(__file__).resolve().parents[2]
 LBTAP = str(Path(sys.executable).parent / "lbtap")
+# How long what must happen is waited for: generous, for a loaded CI machine; the waits
+# end as soon as it has happened. (What must NOT happen gets short windows, e.g. ``ping``:
+# a slow machine can only make those checks pass.)
+PATIENCE = 30.0
 
 
 def free_port() -> int:
@@ -51,8 +55,14 @@ def ns(name: str, *cmd: str, check: bool = True, timeout: float = 30) -> subproc
 
 
 def ping(netns: str, ip: str, *, count: int = 1, wait: float = 1.0) -> bool:
-    r = ns(netns, "ping", "-n", "-q", "-c", str(count), "-W", str(wait), ip, check=False)
+    r = ns(netns, "ping", "-n", "-q", "-c", str(count), "-W", str(wait), ip, check=False, timeout=count * wait + 30)
     return r.returncode == 0
+
+
+def reaches(netns: str, ip: str, *, wait: float = PATIENCE) -> bool:
+    """One echo request from ``netns`` to ``ip``, answered within ``wait`` (a positive
+    check; ``not ping(...)`` is the negative one)."""
+    return ping(netns, ip, wait=wait)
 
 
 def link_names(netns: str) -> set[str]:
@@ -70,7 +80,8 @@ def addresses(netns: str, dev: str) -> set[str]:
     return {f"{a['local']}/{a['prefixlen']}" for a in out[0].get("addr_info", []) if a.get("scope") == "global"}
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
+def wait_for(pred: Callable[[], Any], timeout: float = PATIENCE, interval: float = 0.02,
+             what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
@@ -139,6 +150,11 @@ class LbtapUp:
         r = self.api.get("/v2.0/agents", params={"host": self.host})
         return r.status_code == 200 and any(a.get("alive") for a in r.json()["agents"])
 
+    def agent_conf(self, agent_type: str = c.AGENT_TYPE_LINUXBRIDGE) -> dict:
+        """The configurations of this host's agent of that type, as last reported."""
+        agents = self.api.get("/v2.0/agents", params={"host": self.host, "agent_type": agent_type}).json()["agents"]
+        return agents[0]["configurations"] if agents else {}
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         return stop_process(self.proc, sig, timeout)
 
@@ -160,7 +176,7 @@ class LbtapUp:
     def port_status(self, port_id: str) -> str:
         return self.get("ports", port_id)["status"]
 
-    def wait_status(self, port_id: str, status: str, timeout: float = 10.0) -> None:
+    def wait_status(self, port_id: str, status: str, timeout: float = PATIENCE) -> None:
         wait_for(lambda: self.port_status(port_id) == status, timeout, what=f"port {port_id} {status}")
 
     def metrics(self) -> dict[tuple[str, tuple], float]:

@@ -32,7 +32,15 @@ def dhcp_ports(up, net_id):
     return r.json()["ports"]
 
 
-def wait_dhcp_port(up, net_id, timeout=15.0):
+def hosts_file(up, net_id) -> str:
+    """dnsmasq's static leases for the network, as the DHCP agent wrote them ("" if none yet)."""
+    try:
+        return (up.workdir / "state" / "dhcp" / net_id / "host").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def wait_dhcp_port(up, net_id, timeout=h.PATIENCE):
     return h.wait_for(lambda: [p for p in dhcp_ports(up, net_id) if p["status"] == "ACTIVE"], timeout,
                       what="DHCP port ACTIVE")[0]
 
@@ -49,13 +57,15 @@ def test_dhcp_guest_gets_address_gateway_mtu_and_leases_follow_ports(lbtap_up, n
     assert dport["binding:host_id"] == up.host and dport["fixed_ips"][0]["subnet_id"] == sub["id"]
     assert dhcp_namespace(net["id"], up.host) in gu.namespaces("qdhcp-", up.host)
     assert h.link_master(up.netns, tap_name(dport["id"])) == bridge_name(net["id"])
-    h.wait_for(lambda: gu.dnsmasq_pids(state), 10, what="dnsmasq running")
+    h.wait_for(lambda: gu.dnsmasq_pids(state), what="dnsmasq running")
     [pid] = gu.dnsmasq_pids(state)
 
     def dhcp_guest():
         port = up.create("ports", network_id=net["id"])
         guest = netns_names("g")
         up.vif("plug", port["id"], "--guest-netns", guest, "--dhcp")
+        # The DHCP agent has given dnsmasq the new port (not a race with dhclient's tries).
+        h.wait_for(lambda: port["mac_address"] in hosts_file(up, net["id"]), what="lease file entry")
         env = gu.dhclient(guest, tmp_path)
         return port, guest, env
 
@@ -67,7 +77,7 @@ def test_dhcp_guest_gets_address_gateway_mtu_and_leases_follow_ports(lbtap_up, n
     assert env["new_subnet_mask"] == "255.255.255.0"
     assert "198.51.100.53" in env["new_domain_name_servers"]
     gu.apply_lease(g1, env)
-    assert h.ping(g1, dport["fixed_ips"][0]["ip_address"])
+    assert h.reaches(g1, dport["fixed_ips"][0]["ip_address"])
 
     # A new port gets its lease from the same dnsmasq: reload, not restart.
     p2, g2, env2 = dhcp_guest()
@@ -78,15 +88,14 @@ def test_dhcp_guest_gets_address_gateway_mtu_and_leases_follow_ports(lbtap_up, n
     r = up.api.put(f"/v2.0/ports/{p2['id']}", json={"port": {"fixed_ips": [
         {"subnet_id": sub["id"], "ip_address": "10.40.0.77"}]}})
     assert r.status_code == 200, r.text
-    h.wait_for(lambda: "10.40.0.77" in (state / "dhcp" / net["id"] / "host").read_text(), 10,
-               what="lease file update")
+    h.wait_for(lambda: "10.40.0.77" in hosts_file(up, net["id"]), what="lease file update")
     env2b = gu.dhclient(g2, tmp_path)
     assert env2b.get("new_ip_address") == "10.40.0.77"
     assert gu.dnsmasq_pids(state) == [pid]
 
     # A crashed dnsmasq is noticed and restarted; it serves again.
     os.kill(pid, signal.SIGKILL)
-    h.wait_for(lambda: [p for p in gu.dnsmasq_pids(state) if p != pid], 10, what="dnsmasq restarted")
+    h.wait_for(lambda: [p for p in gu.dnsmasq_pids(state) if p != pid], what="dnsmasq restarted")
     _p3, _g3, env3 = dhcp_guest()
     assert env3.get("new_ip_address") == _p3["fixed_ips"][0]["ip_address"]
 
@@ -95,9 +104,9 @@ def test_dhcp_guest_gets_address_gateway_mtu_and_leases_follow_ports(lbtap_up, n
         up.vif("unplug", p["id"])
         assert up.api.delete(f"/v2.0/ports/{p['id']}").status_code == 204
     assert up.api.delete(f"/v2.0/subnets/{sub['id']}").status_code == 204
-    h.wait_for(lambda: not gu.namespaces("qdhcp-", up.host), 10, what="qdhcp namespace removal")
-    h.wait_for(lambda: not gu.dnsmasq_pids(state), 10, what="dnsmasq stopped")
-    h.wait_for(lambda: not dhcp_ports(up, net["id"]), 10, what="DHCP port released")
+    h.wait_for(lambda: not gu.namespaces("qdhcp-", up.host), what="qdhcp namespace removal")
+    h.wait_for(lambda: not gu.dnsmasq_pids(state), what="dnsmasq stopped")
+    h.wait_for(lambda: not dhcp_ports(up, net["id"]), what="DHCP port released")
     assert tap_name(dport["id"]) not in h.link_names(up.netns)
     assert up.api.delete(f"/v2.0/networks/{net['id']}").status_code == 204
 
@@ -109,10 +118,10 @@ def test_network_delete_tears_dhcp_down(lbtap_up):
     up.create("subnets", network_id=net["id"], cidr="10.41.0.0/24", ip_version=4)
     dport = wait_dhcp_port(up, net["id"])
     assert up.api.delete(f"/v2.0/networks/{net['id']}").status_code == 204
-    h.wait_for(lambda: not gu.namespaces("qdhcp-", up.host), 10, what="qdhcp namespace removal")
-    h.wait_for(lambda: not gu.dnsmasq_pids(state), 10, what="dnsmasq stopped")
+    h.wait_for(lambda: not gu.namespaces("qdhcp-", up.host), what="qdhcp namespace removal")
+    h.wait_for(lambda: not gu.dnsmasq_pids(state), what="dnsmasq stopped")
     assert tap_name(dport["id"]) not in h.link_names(up.netns)
-    h.wait_for(lambda: bridge_name(net["id"]) not in h.link_names(up.netns), 10, what="bridge removal")
+    h.wait_for(lambda: bridge_name(net["id"]) not in h.link_names(up.netns), what="bridge removal")
 
 
 # ---------------------------------------------------------------------------- L3
@@ -161,29 +170,28 @@ def test_router_snat_floating_ip_and_port_statuses(lbtap_up, netns_names):
         guests[key] = (port, g)
     (pa, ga), (pb, gb) = guests["a"], guests["b"]
     for p in (pa, pb, {"id": ia["port_id"]}, {"id": ib["port_id"]}):
-        up.wait_status(p["id"], "ACTIVE", timeout=15)
+        up.wait_status(p["id"], "ACTIVE")
 
     # Two subnets joined by the router; SNAT to the outside (the external host has no
     # route back to 10.50.0.0/16, so only a SNATed flow gets an answer).
     ip_a, ip_b = pa["fixed_ips"][0]["ip_address"], pb["fixed_ips"][0]["ip_address"]
-    assert h.wait_for(lambda: h.ping(ga, ip_b), 10, what="a -> b through the router")
-    assert h.ping(gb, ip_a)
-    assert h.wait_for(lambda: h.ping(ga, EXT_HOST), 10, what="a -> external through SNAT")
+    assert h.wait_for(lambda: h.ping(ga, ip_b), what="a -> b through the router")
+    assert h.reaches(gb, ip_a)
+    assert h.wait_for(lambda: h.ping(ga, EXT_HOST), what="a -> external through SNAT")
     assert not h.ping(ext, ip_a), "the external host must not reach a fixed IP"
 
     # Floating IP: DNAT/SNAT pair; the external host reaches the guest, until disassociated.
     fip = up.create("floatingips", floating_network_id=extnet["id"], port_id=pa["id"])
     assert fip["fixed_ip_address"] == ip_a and fip["router_id"] == router["id"] and fip["status"] == "ACTIVE"
-    assert h.wait_for(lambda: h.ping(ext, fip["floating_ip_address"]), 10, what="external -> floating IP")
+    assert h.wait_for(lambda: h.ping(ext, fip["floating_ip_address"]), what="external -> floating IP")
     put(up, f"/v2.0/floatingips/{fip['id']}", {"floatingip": {"port_id": None}})
-    h.wait_for(lambda: not h.ping(ext, fip["floating_ip_address"], wait=0.5), 10,
-               what="floating IP to stop answering")
+    h.wait_for(lambda: not h.ping(ext, fip["floating_ip_address"], wait=0.5), what="floating IP to stop answering")
     assert up.get("floatingips", fip["id"])["status"] == "DOWN"
 
     # The seed's port table: device owners and statuses.
     ports = {p["id"]: p for p in up.api.get("/v2.0/ports").json()["ports"]}
     gw_port = next(p for p in ports.values() if p["device_owner"] == "network:router_gateway")
-    up.wait_status(gw_port["id"], "ACTIVE", timeout=15)
+    up.wait_status(gw_port["id"], "ACTIVE")
     assert gw_port["fixed_ips"][0]["ip_address"] == gw_ip and gw_port["device_id"] == router["id"]
     fip_port = next(p for p in ports.values() if p["device_owner"] == "network:floatingip")
     assert fip_port["status"] == "N/A" and fip_port["device_id"] == fip["id"]
@@ -195,8 +203,8 @@ def test_router_snat_floating_ip_and_port_statuses(lbtap_up, netns_names):
 
     # Removing an interface cuts the route.
     put(up, f"/v2.0/routers/{router['id']}/remove_router_interface", {"subnet_id": sub_b["id"]})
-    h.wait_for(lambda: not h.ping(ga, ip_b, wait=0.5), 10, what="route to b cut")
-    assert h.ping(ga, EXT_HOST), "a must still reach the outside"
+    h.wait_for(lambda: not h.ping(ga, ip_b, wait=0.5), what="route to b cut")
+    assert h.reaches(ga, EXT_HOST), "a must still reach the outside"
 
     # Tear everything down: nothing of the router or DHCP stays on the host.
     assert up.api.delete(f"/v2.0/floatingips/{fip['id']}").status_code == 204
@@ -209,11 +217,11 @@ def test_router_snat_floating_ip_and_port_statuses(lbtap_up, netns_names):
         assert up.api.delete(f"/v2.0/ports/{p['id']}").status_code == 204
     for net in (net_a, net_b, extnet):
         assert up.api.delete(f"/v2.0/networks/{net['id']}").status_code == 204, net
-    h.wait_for(lambda: not gu.namespaces("qrouter-", up.host) and not gu.namespaces("qdhcp-", up.host), 10,
+    h.wait_for(lambda: not gu.namespaces("qrouter-", up.host) and not gu.namespaces("qdhcp-", up.host),
                what="router and DHCP namespaces removed")
-    h.wait_for(lambda: not gu.dnsmasq_pids(up.workdir / "state"), 10, what="dnsmasq stopped")
+    h.wait_for(lambda: not gu.dnsmasq_pids(up.workdir / "state"), what="dnsmasq stopped")
     assert up.api.get("/v2.0/ports").json()["ports"] == []
-    h.wait_for(lambda: not [l for l in h.link_names(host) if l.startswith(("tap", "brq"))], 10,
+    h.wait_for(lambda: not [l for l in h.link_names(host) if l.startswith(("tap", "brq"))],
                what="taps and bridges gone")
 
 
@@ -227,8 +235,8 @@ def _dhcp_and_router(up, cidr):
     router = up.create("routers", name="r")
     iface = put(up, f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": sub["id"]})
     wait_dhcp_port(up, net["id"])
-    up.wait_status(iface["port_id"], "ACTIVE", timeout=15)
-    pids = h.wait_for(lambda: gu.dnsmasq_pids(state), 10, what="dnsmasq running")
+    up.wait_status(iface["port_id"], "ACTIVE")
+    pids = h.wait_for(lambda: gu.dnsmasq_pids(state), what="dnsmasq running")
     assert gu.namespaces("qdhcp-", up.host) and gu.namespaces("qrouter-", up.host)
     return net, router, pids
 
@@ -257,8 +265,8 @@ def test_clean_stop_of_lbtap_up_leaves_no_dhcp_or_router_state(lbtap_up):
 
     # The next start sets it all up again from the server's state.
     up.start()
-    h.wait_for(lambda: gu.dnsmasq_pids(state), 15, what="dnsmasq after restart")
-    h.wait_for(lambda: gu.namespaces("qrouter-", up.host), 15, what="router namespace after restart")
+    h.wait_for(lambda: gu.dnsmasq_pids(state), what="dnsmasq after restart")
+    h.wait_for(lambda: gu.namespaces("qrouter-", up.host), what="router namespace after restart")
     assert dhcp_namespace(net["id"], up.host) in gu.namespaces("qdhcp-", up.host)
 
 
@@ -276,7 +284,7 @@ def test_keep_on_exit_keeps_dhcp_serving_and_cleanup_removes_a_killed_ones(lbtap
     assert gu.namespaces("qdhcp-", up.host) == qdhcp and gu.namespaces("qrouter-", up.host) == qrouter
 
     up.start()  # adopts the running dnsmasq: no DHCP outage
-    h.wait_for(lambda: ": adopted" in up.log_path.read_text(), 15, what="dnsmasq adopted")
+    h.wait_for(lambda: ": adopted" in up.log_path.read_text(), what="dnsmasq adopted")
     assert gu.dnsmasq_pids(state) == [pid]
 
     # A crash leaves everything; lbtap cleanup removes it, and only it.

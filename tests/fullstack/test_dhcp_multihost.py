@@ -31,7 +31,7 @@ def start_net_agent(d, kind, host, netns):
         r = d.api.get("/v2.0/agents", params={"host": host, "agent_type": agent_type})
         return any(a["alive"] for a in r.json()["agents"])
 
-    h.wait_for(alive, 30, what=f"{kind} on {host}")
+    h.wait_for(alive, what=f"{kind} on {host}")
     return proc
 
 
@@ -53,7 +53,7 @@ def test_two_hosts_each_serve_dhcp_for_the_network_from_their_own_namespace(depl
                                                      "device_owner": "network:dhcp"}).json()["ports"]
             return ports if len(ports) == 2 and all(p["status"] == "ACTIVE" for p in ports) else None
 
-        ports = h.wait_for(dhcp_ports, 20, what="a DHCP port ACTIVE per host")
+        ports = h.wait_for(dhcp_ports, what="a DHCP port ACTIVE per host")
         assert {p["binding:host_id"] for p in ports} == set(hosts)
         for p in ports:
             host = p["binding:host_id"]
@@ -66,14 +66,14 @@ def test_two_hosts_each_serve_dhcp_for_the_network_from_their_own_namespace(depl
         sub = d.api.get("/v2.0/subnets", params={"network_id": net["id"]}).json()["subnets"][0]
         r = d.api.put(f"/v2.0/routers/{router['id']}/add_router_interface", json={"subnet_id": sub["id"]})
         assert r.status_code == 200, r.text
-        d.wait_status(r.json()["port_id"], "ACTIVE", timeout=20)
+        d.wait_status(r.json()["port_id"], "ACTIVE")
         assert gu.namespaces("qrouter-", hosts[0]) and not gu.namespaces("qrouter-", hosts[1])
         r = d.api.put(f"/v2.0/routers/{router['id']}/remove_router_interface", json={"subnet_id": sub["id"]})
         assert r.status_code == 200, r.text
         assert d.api.delete(f"/v2.0/routers/{router['id']}").status_code == 204
         assert d.api.delete(f"/v2.0/networks/{net['id']}").status_code == 204
         for host in hosts:
-            h.wait_for(lambda: not gu.namespaces("qdhcp-", host) and not gu.namespaces("qrouter-", host), 15,
+            h.wait_for(lambda: not gu.namespaces("qdhcp-", host) and not gu.namespaces("qrouter-", host),
                        what=f"{host} cleaned up")
             assert not gu.dnsmasq_pids(d.workdir / f"agent-{host}")
     finally:

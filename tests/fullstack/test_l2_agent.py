@@ -29,7 +29,7 @@ def wait_dhcp_port_active(up, net):
     def active():
         r = up.api.get("/v2.0/ports", params={"network_id": net["id"], "device_owner": "network:dhcp"})
         return [p for p in r.json()["ports"] if p["status"] == "ACTIVE"]
-    return h.wait_for(active, 15, what="DHCP port ACTIVE")[0]
+    return h.wait_for(active, what="DHCP port ACTIVE")[0]
 
 
 def plug_guest(up, netns_names, net, **port_kw):
@@ -61,14 +61,14 @@ def test_plug_unplug_status_and_bridge_lifecycle(lbtap_up, netns_names):
 
     p2, g2 = plug_guest(up, netns_names, net, name="vm2")
     up.wait_status(p2["id"], "ACTIVE")
-    assert h.ping(g1, ip_of(p2)) and h.ping(g2, ip_of(p1))
+    assert h.reaches(g1, ip_of(p2)) and h.reaches(g2, ip_of(p1))
 
     up.vif("unplug", p1["id"])
     up.wait_status(p1["id"], "DOWN")
     assert br in h.link_names(up.netns), "bridge must stay while a port remains"
     up.vif("unplug", p2["id"])
     up.wait_status(p2["id"], "DOWN")
-    h.wait_for(lambda: br not in h.link_names(up.netns), 5, what="bridge removal after last port")
+    h.wait_for(lambda: br not in h.link_names(up.netns), what="bridge removal after last port")
 
 
 def test_networks_are_isolated_even_with_the_same_cidr(lbtap_up, netns_names):
@@ -81,7 +81,7 @@ def test_networks_are_isolated_even_with_the_same_cidr(lbtap_up, netns_names):
     b1, gb1 = plug_guest(up, netns_names, net_b, fixed_ips=[{"subnet_id": sub_b["id"], "ip_address": "10.30.0.200"}])
     for p in (a1, a2, b1):
         up.wait_status(p["id"], "ACTIVE")
-    assert h.ping(ga1, ip_of(a2))
+    assert h.reaches(ga1, ip_of(a2))
     assert not h.ping(gb1, ip_of(a1)), "guest on network b reached network a"
     assert not h.ping(ga2, "10.30.0.200"), "guest on network a reached network b"
     assert bridge_name(net_a["id"]) != bridge_name(net_b["id"])
@@ -101,8 +101,16 @@ def test_restart_keeps_ports_active_without_reporting_them_again(lbtap_up, netns
     assert up.stop() == 0
     up.start()
     # The restarted agent reconciles (asks the server about its devices) ...
-    h.wait_for(lambda: up.metric("lbtap_rpc_messages_total", method="get_devices_details_list") >= 1, 10,
+    h.wait_for(lambda: up.metric("lbtap_rpc_messages_total", method="get_devices_details_list") >= 1,
                what="restarted agent to reconcile")
+
+    def converged() -> bool:
+        # A heartbeat of the new process (not the old one's, still in the database), with
+        # nothing pending: any report it was going to send has been sent by now.
+        conf = up.agent_conf()
+        return conf.get("pid") == up.proc.pid and conf.get("pending", 1) == 0 and conf.get("devices") == 4
+
+    h.wait_for(converged, what="restarted agent to converge")
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:  # ... and every port stays ACTIVE throughout
         assert all(up.port_status(p["id"]) == "ACTIVE" for p, _ in ports)
@@ -110,7 +118,7 @@ def test_restart_keeps_ports_active_without_reporting_them_again(lbtap_up, netns
     assert up.metric("lbtap_device_status_reports_total", kind="up") == 0
     assert up.metric("lbtap_device_status_reports_total", kind="down") == 0
     (p1, g1), (p2, _) = ports[0], ports[1]
-    assert h.ping(g1, ip_of(p2))
+    assert h.reaches(g1, ip_of(p2))
 
 
 def test_persistent_device_fault_does_not_storm(lbtap_up, netns_names, tmp_path):
@@ -132,8 +140,13 @@ def test_persistent_device_fault_does_not_storm(lbtap_up, netns_names, tmp_path)
     # Exactly one up per healthy device, none for the bad one, no duplicates.
     assert up.metric("lbtap_device_status_reports_total", kind="up") == len(ports) - 1
     assert up.metric("lbtap_duplicate_up_reports_total") == 0
-    retries = [l for l in up.log_path.read_text().splitlines() if tap_name(bad["id"]) in l and "retry" in l]
-    assert 3 <= len(retries) <= 20, f"expected a handful of backed-off retries, got {len(retries)}"
+    def retries() -> list[str]:
+        return [l for l in up.log_path.read_text().splitlines() if tap_name(bad["id"]) in l and "retry" in l]
+
+    # At most a handful in those 60 s (a slow machine only retries less) and at least a
+    # few, however slow (waited for, not assumed from the 60 s).
+    assert len(retries()) <= 20, f"expected a handful of backed-off retries, got {len(retries())}"
+    h.wait_for(lambda: len(retries()) >= 3, what="three backed-off retries")
 
 
 def test_seed_fault_flat_uplink_address_on_nic_and_bridge(lbtap_up, netns_names):
@@ -161,13 +174,13 @@ def test_seed_fault_flat_uplink_address_on_nic_and_bridge(lbtap_up, netns_names)
     assert h.addresses(host, br) == {"198.51.100.10/24"} and h.addresses(host, "uplink0") == set()
     routes = json.loads(h.ns(host, "ip", "-j", "route", "show", "default").stdout)
     assert routes and routes[0]["dev"] == br
-    assert h.ping(guest, "198.51.100.1") and h.ping(host, "198.51.100.1")
+    assert h.reaches(guest, "198.51.100.1") and h.reaches(host, "198.51.100.1")
 
     up.stop()
     h.sh("ip", "-n", host, "addr", "add", "198.51.100.10/24", "dev", "uplink0")  # the fault state
     up.start()
-    h.wait_for(lambda: h.addresses(host, "uplink0") == set(), 10, what="NIC address to converge onto the bridge")
+    h.wait_for(lambda: h.addresses(host, "uplink0") == set(), what="NIC address to converge onto the bridge")
     assert h.addresses(host, br) == {"198.51.100.10/24"}
     assert up.port_status(port["id"]) == "ACTIVE"
-    assert h.ping(guest, "198.51.100.1") and h.ping(host, "198.51.100.1")
+    assert h.reaches(guest, "198.51.100.1") and h.reaches(host, "198.51.100.1")
     assert up.metric("lbtap_duplicate_up_reports_total") == 0

@@ -17,6 +17,7 @@ import pytest
 from lbtap.domain.naming import bridge_name, tap_name, vxlan_name
 from tests.fullstack import harness as h
 from tests.fullstack import multihost as mh
+from tests.fullstack.test_broker_restart import _agents_frozen, _final_server_counts
 from tests.support import fresh_db_url
 
 CONFIG = ('[server]\ntenant_network_types = ["vxlan"]\nagent_down_time = 4.0\n'
@@ -38,7 +39,7 @@ def _port(d, net, sub, ip, host=None):
     return d.create("ports", **body)
 
 
-def _pings(guest, ip, *, expect=True, timeout=10.0):
+def _pings(guest, ip, *, expect=True, timeout=h.PATIENCE):
     if expect:
         h.wait_for(lambda: h.ping(guest, ip), timeout, interval=0.1, what=f"{guest} -> {ip}")
     else:
@@ -68,7 +69,7 @@ def test_three_hosts_vxlan_l2population_and_isolation(deployment, netns_names, d
         guests_b[name] = netns_names("g")
         mh.plug_guest(d, p, by_name[name], guests_b[name])
     for p in [*a.values(), *b.values()]:
-        d.wait_status(p["id"], "ACTIVE", timeout=20)
+        d.wait_status(p["id"], "ACTIVE")
 
     # Guests get the VXLAN MTU; everyone on A reaches everyone on A, across hosts.
     for g in guests_a.values():
@@ -86,9 +87,9 @@ def test_three_hosts_vxlan_l2population_and_isolation(deployment, netns_names, d
     ports_a = {n: [p] for n, p in a.items()}
     for x in hosts:
         want = mh.expected_fdb(ports_a, by_name, x.name)
-        h.wait_for(lambda x=x, want=want: mh.fdb(x, vni_a) == want, 10, what=f"{x.name} FDB of A")
+        h.wait_for(lambda x=x, want=want: mh.fdb(x, vni_a) == want, what=f"{x.name} FDB of A")
     h.wait_for(lambda: mh.fdb(by_name["host1"], vni_b) == mh.expected_fdb({n: [p] for n, p in b.items()}, by_name, "host1"),
-               10, what="host1 FDB of B")
+               what="host1 FDB of B")
     assert vxlan_name(vni_b) not in h.link_names(by_name["host3"].netns)  # no B port there
 
     # host3's port goes (unplugged, then deleted): its entries leave host1 and host2.
@@ -98,10 +99,10 @@ def test_three_hosts_vxlan_l2population_and_isolation(deployment, netns_names, d
     del ports_a["host3"]
     for x in hosts[:2]:
         want = mh.expected_fdb(ports_a, by_name, x.name)
-        h.wait_for(lambda x=x, want=want: mh.fdb(x, vni_a) == want, 10, what=f"{x.name} FDB without host3")
+        h.wait_for(lambda x=x, want=want: mh.fdb(x, vni_a) == want, what=f"{x.name} FDB without host3")
     # B's port on host2 deleted while ACTIVE: host1's FDB of B empties.
     assert d.api.delete(f"/v2.0/ports/{b['host2']['id']}").status_code == 204
-    h.wait_for(lambda: mh.fdb(by_name["host1"], vni_b) == set(), 10, what="host1 FDB of B emptied")
+    h.wait_for(lambda: mh.fdb(by_name["host1"], vni_b) == set(), what="host1 FDB of B emptied")
     _pings(guests_a["host1"], mh.guest_ip(a["host2"]))
     assert d.metric(DUP) == 0
 
@@ -117,7 +118,7 @@ def test_multicast_group_mode(deployment, netns_names):
     for p, x, g in zip(ports, hosts, guests):
         mh.plug_guest(d, p, x, g)
     for p in ports:
-        d.wait_status(p["id"], "ACTIVE", timeout=20)
+        d.wait_status(p["id"], "ACTIVE")
     _pings(guests[0], mh.guest_ip(ports[1]))
     _pings(guests[1], mh.guest_ip(ports[0]))
     vni = net["provider:segmentation_id"]
@@ -168,12 +169,16 @@ def test_burst_through_broker_outage_and_server_restart(deployment, netns_names)
             elif i == 45:
                 relays["agents"].listen()
             elif i == 70:
-                # Server restart: cut its bus first so the counters read below are final
-                # for this process, then stop it and start a fresh one.
-                relays["server"].cut()
-                counted["up"] += d.metric(UP, kind="up")
-                counted["dup"] += d.metric(DUP)
-                d.server.stop()
+                # Server restart. Its counters die with it: freeze the agents, let it drain
+                # what they already sent (a handler still running when its bus is cut would
+                # count after a read), read its final counts, then cut its bus, stop it and
+                # start a fresh one (as in test_broker_restart).
+                with _agents_frozen(d):
+                    ups, dups = _final_server_counts(d)
+                    counted["up"] += ups
+                    counted["dup"] += dups
+                    relays["server"].cut()
+                    d.server.stop()
                 relays["server"].listen()
                 _start_server_via(d, relays["server"])
             if i % 5 == 0:
@@ -198,7 +203,7 @@ def test_burst_through_broker_outage_and_server_restart(deployment, netns_names)
             assert d.agent_conf(x.name).get("retrying", 1) == 0
             # FDB casts lost in the outage were made good by the resync on reconnect.
             want = mh.expected_fdb(ports_by_host, by_name, x.name)
-            h.wait_for(lambda x=x, want=want: mh.fdb(x, net["provider:segmentation_id"]) == want, 10,
+            h.wait_for(lambda x=x, want=want: mh.fdb(x, net["provider:segmentation_id"]) == want,
                        what=f"{x.name} FDB after the outage")
     finally:
         for r in relays.values():
@@ -221,7 +226,7 @@ def test_agent_kill9_restart_and_no_binding_to_dead_agent(deployment, netns_name
     mh.plug_guest(d, gone, by_name["host1"], g_gone)
     mh.plug_guest(d, peer, by_name["host2"], g_peer)
     for p in (keep, gone, peer):
-        d.wait_status(p["id"], "ACTIVE", timeout=20)
+        d.wait_status(p["id"], "ACTIVE")
     _pings(g_keep, mh.guest_ip(peer))
     ups = d.metric(UP, kind="up")
     assert ups == 3
@@ -232,7 +237,7 @@ def test_agent_kill9_restart_and_no_binding_to_dead_agent(deployment, netns_name
     # VXLAN device go stale), and the host is declared dead after agent_down_time.
     h.sh("ip", "netns", "del", g_gone)
     assert d.api.delete(f"/v2.0/ports/{gone['id']}").status_code == 204
-    h.wait_for(lambda: not d.agent_alive("host1"), 10, interval=0.2, what="host1 agent dead")
+    h.wait_for(lambda: not d.agent_alive("host1"), interval=0.2, what="host1 agent dead")
     late = _port(d, net, sub, "10.73.0.13", host="host1")
     assert late["binding:vif_type"] == "binding_failed"  # no live agent on host1
     assert _port(d, net, sub, "10.73.0.14", host="host2")["binding:vif_type"] == "bridge"
@@ -246,8 +251,8 @@ def test_agent_kill9_restart_and_no_binding_to_dead_agent(deployment, netns_name
         conf = d.agent_conf("host1")
         return conf.get("pid") == agent.proc.pid and conf.get("pending", 1) == 0 and conf.get("devices") == 2
 
-    h.wait_for(converged, 20, interval=0.2, what="restarted host1 agent to converge")
-    d.wait_status(late["id"], "ACTIVE", timeout=10)
+    h.wait_for(converged, interval=0.2, what="restarted host1 agent to converge")
+    d.wait_status(late["id"], "ACTIVE")
     assert d.get("ports", late["id"])["binding:vif_type"] == "bridge"  # repaired by the live agent
     # Exactly one more up (the late port); the ports already ACTIVE were not re-reported.
     assert d.metric(UP, kind="up") == ups + 1 and d.metric(DUP) == 0
@@ -257,7 +262,7 @@ def test_agent_kill9_restart_and_no_binding_to_dead_agent(deployment, netns_name
     assert mh.taps(host1) == {tap_name(keep["id"]), tap_name(late["id"])}
     # The restarted agent got the FDB back (resync), and traffic flows both ways.
     vni = net["provider:segmentation_id"]
-    h.wait_for(lambda: mh.fdb(host1, vni) == mh.expected_fdb({"host2": [peer]}, by_name, "host1"), 10,
+    h.wait_for(lambda: mh.fdb(host1, vni) == mh.expected_fdb({"host2": [peer]}, by_name, "host1"),
                what="host1 FDB after restart")
     _pings(g_late, mh.guest_ip(peer))
     _pings(g_peer, mh.guest_ip(keep))
@@ -288,11 +293,11 @@ def test_provider_network_over_the_shared_underlay(deployment, netns_names, kind
     for p, x, g in zip(ports, hosts, guests):
         mh.plug_guest(d, p, x, g)
     for p in ports:
-        d.wait_status(p["id"], "ACTIVE", timeout=20)
+        d.wait_status(p["id"], "ACTIVE")
     _pings(guests[0], mh.guest_ip(ports[1]))
     if kind == "flat":
         # The NIC is in the bridge; its underlay address moved there and still answers.
         x = hosts[0]
         assert h.link_master(x.netns, "uplink0") == bridge_name(net["id"])
         assert f"{x.ip}/24" in h.addresses(x.netns, bridge_name(net["id"]))
-        assert h.ns(x.netns, "ping", "-c1", "-W1", hosts[1].ip, check=False).returncode == 0
+        assert h.reaches(x.netns, hosts[1].ip)

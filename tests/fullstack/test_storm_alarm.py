@@ -15,6 +15,7 @@ import httpx
 
 from lbtap.domain.naming import tap_name
 from tests.fullstack import harness as h
+from tests.fullstack.test_l2_agent import wait_dhcp_port_active
 
 CONFIG = """
 [server]
@@ -50,6 +51,9 @@ def plugged_ports(up, n: int) -> list[dict]:
 def test_rereport_storm_raises_an_alarm_naming_the_agent_and_its_devices(lbtap_up):
     up = lbtap_up(CONFIG, host="storm-host")
     ports = plugged_ports(up, 4)
+    # The DHCP agent's port is ACTIVE too before the storm: it must be re-reported with
+    # the others, however late it came up on a slow machine.
+    wait_dhcp_port_active(up, {"id": ports[0]["network_id"]})
     taps = sorted(tap_name(p["id"]) for p in ports)
     code, body = lbtap_json("events", url=up.url)
     assert code == 0 and body["alarms"] == [], "a healthy start must not raise an alarm"
@@ -61,7 +65,7 @@ def test_rereport_storm_raises_an_alarm_naming_the_agent_and_its_devices(lbtap_u
         code, body = lbtap_json("events", "--host", "storm-host", url=up.url)
         return body if code == 1 and body["alarms"] else None
 
-    body = h.wait_for(alarmed, 10, interval=0.1, what="storm alarm")
+    body = h.wait_for(alarmed, interval=0.1, what="storm alarm")
     (alarm,) = body["alarms"]
     assert alarm["active"] and alarm["host"] == "storm-host" and alarm["reason"] == "duplicate_up"
     # Exactly the devices the agent had reported: our ports plus any other port ACTIVE on
@@ -88,12 +92,17 @@ def test_events_and_explain_against_lbtap_up(lbtap_up):
     (active,) = plugged_ports(up, 1)
     net_id = active["network_id"]
 
-    # ACTIVE: exit 0, and the timeline shows the whole path with this host.
+    # ACTIVE: the timeline shows the whole path with this host (the report is recorded
+    # right after the status is written: waited for), and explain exits 0.
+    def timeline() -> list[tuple[str, str | None]] | None:
+        _code, events = lbtap_json("events", "--port", active["id"], url=up.url)
+        kinds = [(e["kind"], e["host"]) for e in events["events"]]
+        return kinds if kinds and kinds[-1][0] == "active" else None
+
+    kinds = h.wait_for(timeline, interval=0.1, what="the active report on the timeline")
+    assert kinds == [("created", None), ("bound", "ex-host"), ("device_seen", "ex-host"), ("active", "ex-host")]
     r = lbtap("explain", active["id"], url=up.url)
     assert r.returncode == 0 and "verdict: active" in r.stdout, r.stdout + r.stderr
-    code, events = lbtap_json("events", "--port", active["id"], url=up.url)
-    kinds = [(e["kind"], e["host"]) for e in events["events"]]
-    assert kinds == [("created", None), ("bound", "ex-host"), ("device_seen", "ex-host"), ("active", "ex-host")]
 
     # A port bound to this host whose tap never appeared.
     ghost = up.create("ports", network_id=net_id, **{"binding:host_id": "ex-host"})
@@ -108,7 +117,12 @@ def test_events_and_explain_against_lbtap_up(lbtap_up):
     r = up.api.put(f"/v2.0/ports/{active['id']}", json={"port": {"admin_state_up": False}})
     assert r.status_code == 200
     up.wait_status(active["id"], "DOWN")
-    code, e = lbtap_json("explain", active["id"], url=up.url)
+
+    def explained_down():
+        code, e = lbtap_json("explain", active["id"], url=up.url)
+        return (code, e) if e.get("timeline") and e["timeline"][-1]["kind"] == "down" else None
+
+    code, e = h.wait_for(explained_down, interval=0.1, what="the down report on the timeline")
     assert code == 1 and e["verdict"] == "admin_down" and "admin_state_up" in e["remedy"]
     assert [t["kind"] for t in e["timeline"]][-2:] == ["admin_down", "down"]
 
@@ -152,6 +166,6 @@ def test_separate_agent_serves_its_own_metrics(deployment, netns_names):
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         return text if 'lbtap_agent_devices{host="mA",state="wired"} 1.0' in text else None
 
-    text = h.wait_for(scraped, 10, interval=0.2, what="agent metrics")
+    text = h.wait_for(scraped, interval=0.2, what="agent metrics")
     assert 'lbtap_agent_reports_sent_total{host="mA",kind="up"} 1.0' in text
     assert 'lbtap_agent_process_rss_bytes{host="mA"}' in text

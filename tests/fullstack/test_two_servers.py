@@ -63,7 +63,7 @@ def test_two_servers_share_database_and_broker(deployment, netns_names, tmp_path
         vni = net["provider:segmentation_id"]
         for x in hosts:
             want = mh.expected_fdb(ports_by_host, by_name, x.name)
-            h.wait_for(lambda x=x, want=want: mh.fdb(x, vni) == want, 20, interval=0.2, what=f"{x.name} FDB")
+            h.wait_for(lambda x=x, want=want: mh.fdb(x, vni) == want, interval=0.2, what=f"{x.name} FDB")
 
         # One server goes: the other carries on alone (API, RPC, l2population).
         a.server.stop()
@@ -72,7 +72,7 @@ def test_two_servers_share_database_and_broker(deployment, netns_names, tmp_path
         mh.plug_taps([hosts[1]], {hosts[1].name: [late]})
         b.wait_status(late["id"], "ACTIVE", timeout=30)
         want = mh.expected_fdb(ports_by_host, by_name, hosts[0].name)
-        h.wait_for(lambda: mh.fdb(hosts[0], vni) == want, 20, interval=0.2, what="host1 FDB has the late port")
+        h.wait_for(lambda: mh.fdb(hosts[0], vni) == want, interval=0.2, what="host1 FDB has the late port")
         assert b.metric(DUP) == 0
     finally:
         b.stop()

@@ -80,7 +80,14 @@ class Recorder:
         return {"by": self.name, "kwargs": kwargs}
 
 
-async def eventually(predicate, timeout: float = 5.0) -> None:
+# What must happen at once is given this long: far below the calls' own timeouts (so it
+# still tells "failed at once" from "waited out its timeout"), far above what a loaded
+# machine adds. Waits for what must happen end as soon as it has.
+PATIENCE = 30.0
+LONG = 3600.0  # a call timeout the test must never wait out
+
+
+async def eventually(predicate, timeout: float = PATIENCE) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -128,10 +135,8 @@ async def test_remote_error(env):
 
 async def test_call_to_never_served_topic_is_unreachable_at_once(env):
     client = await env.bus()
-    t0 = time.monotonic()
     with pytest.raises(Unreachable):
-        await client.call(env.topic(), "x", timeout=5)
-    assert time.monotonic() - t0 < 1
+        await asyncio.wait_for(client.call(env.topic(), "x", timeout=LONG), PATIENCE)
 
 
 async def test_call_to_topic_without_live_server_times_out(env):
@@ -140,14 +145,17 @@ async def test_call_to_topic_without_live_server_times_out(env):
     await server.serve(t, Recorder())
     await server.close()  # the durable queue stays, nobody consumes it
     t0 = time.monotonic()
-    with pytest.raises(CallTimeout):
+    with pytest.raises(CallTimeout, match=r"within 0\.3s"):
         await client.call(t, "x", timeout=0.3)
-    assert 0.29 <= time.monotonic() - t0 < 2
-    # The request expired with the call: a server coming later never sees it.
+    # It waited for a server (a slow machine can only make this longer).
+    assert time.monotonic() - t0 >= 0.29
+    # The request expired with the call: a server coming later never sees it. A cast sent
+    # after it comes after it in the queue: once the cast is in, the request would be too.
     late = Recorder()
     await (await env.bus()).serve(t, late)
-    await asyncio.sleep(0.3)
-    assert late.got == []
+    await client.cast(t, "marker")
+    await eventually(lambda: late.got)
+    assert late.got == [("marker", {})]
 
 
 async def test_cast_goes_to_one_of_competing_servers(env):
@@ -210,7 +218,7 @@ async def test_slow_handler_does_not_block_other_calls(env):
     await (await env.bus()).serve(t, handler)
     client = await env.bus()
     slow = asyncio.create_task(client.call(t, "slow"))
-    assert await asyncio.wait_for(client.call(t, "fast"), 2) == "fast"
+    assert await asyncio.wait_for(client.call(t, "fast", timeout=LONG), PATIENCE) == "fast"
     release.set()
     assert await slow == "slow"
 
@@ -224,12 +232,12 @@ async def test_thousand_concurrent_calls(env):
     await (await env.bus()).serve(t, handler)
     client = await env.bus()
     t0 = time.monotonic()
-    results = await asyncio.gather(*(client.call(t, "x", i=i, timeout=30) for i in range(1000)))
+    results = await asyncio.gather(*(client.call(t, "x", i=i, timeout=120) for i in range(1000)))
     elapsed = time.monotonic() - t0
+    # A figure only (~1.5 s on an idle 2-CPU machine): speed is not asserted, as the
+    # machine's load decides it; bench/ measures it.
     print(f"1000 concurrent amqp calls in {elapsed:.2f}s")
     assert results == [i * 2 for i in range(1000)]
-    # ~1.5 s on an idle 2-CPU machine; generous for shared, loaded CI runners.
-    assert elapsed < 15, f"1000 calls took {elapsed:.2f}s"
 
 
 async def test_single_call_latency(env):
@@ -247,16 +255,14 @@ async def test_single_call_latency(env):
         await client.call(t, "x")
         samples.append(time.perf_counter() - t0)
     p50 = statistics.median(samples) * 1000
+    # A figure only: latency is not asserted, as the machine's load decides it.
     print(f"amqp call round trip p50 {p50:.2f} ms")
-    assert p50 < 20
 
 
 async def test_unreachable_broker_fails_promptly():
     bus = AmqpBus("amqp://guest:guest@127.0.0.1:1/", connect_timeout=2)
-    t0 = time.monotonic()
     with pytest.raises(Unreachable):
-        await bus.call("q-plugin", "x", timeout=10)
-    assert time.monotonic() - t0 < 3
+        await asyncio.wait_for(bus.call("q-plugin", "x", timeout=LONG), PATIENCE)
     await bus.close()
 
 
@@ -321,9 +327,10 @@ async def proxy(amqp_url):
 async def test_broker_outage_is_unreachable_at_once_then_recovers(env, proxy):
     t, slow_t, f = env.topic(), env.topic(), env.topic()
     await (await env.bus()).serve(t, Recorder("s"))
-    release = asyncio.Event()
+    started, release = asyncio.Event(), asyncio.Event()
 
     async def slow(method, kwargs):
+        started.set()
         await release.wait()
 
     await (await env.bus()).serve(slow_t, slow)
@@ -332,27 +339,26 @@ async def test_broker_outage_is_unreachable_at_once_then_recovers(env, proxy):
     fan = Recorder("fan")
     await client.serve(f, fan, fanout=True)
     assert (await client.call(t, "x"))["by"] == "s"
-    in_flight = asyncio.create_task(client.call(slow_t, "x", timeout=30))
-    await asyncio.sleep(0.1)
+    in_flight = asyncio.create_task(client.call(slow_t, "x", timeout=LONG))
+    await asyncio.wait_for(started.wait(), PATIENCE)  # in the server's hands
 
     await proxy.cut()
     await eventually(lambda: not client.connected)
-    # The call in flight fails at once instead of waiting out its 30 s timeout.
+    # The call in flight fails at once instead of waiting out its timeout.
     with pytest.raises(Unreachable):
-        await asyncio.wait_for(in_flight, 1)
+        await asyncio.wait_for(in_flight, PATIENCE)
     await asyncio.sleep(1)  # several failed reconnection attempts later...
-    t0 = time.monotonic()
+    # While disconnected: refused at once, nothing waits for the broker to come back.
     with pytest.raises(Unreachable):
-        await client.call(t, "x", timeout=10)
+        await asyncio.wait_for(client.call(t, "x", timeout=LONG), PATIENCE)
     with pytest.raises(Unreachable):
-        await client.cast(t, "x")
+        await asyncio.wait_for(client.cast(t, "x"), PATIENCE)
     with pytest.raises(Unreachable):
-        await client.fanout(f, "x")
-    assert time.monotonic() - t0 < 0.5
+        await asyncio.wait_for(client.fanout(f, "x"), PATIENCE)
     release.set()
 
     await proxy.start()  # the broker is back, on the same address
-    await eventually(lambda: client.connected, timeout=10)
+    await eventually(lambda: client.connected)
     assert client.disconnects == 1
     assert (await client.call(t, "x"))["by"] == "s"  # reply queue restored
     await (await env.bus()).fanout(f, "after")  # fanout subscription restored
@@ -372,7 +378,7 @@ async def test_server_outage_delays_calls_and_casts_without_losing_them(env, pro
     await eventually(lambda: not server.connected)
     for i in range(3):
         await client.cast(t, "while_down", i=i)  # wait in the durable queue
-    call = asyncio.create_task(client.call(t, "spanning", timeout=15))
+    call = asyncio.create_task(client.call(t, "spanning", timeout=60))
     await asyncio.sleep(0.5)
     assert not call.done()
 
@@ -393,8 +399,8 @@ async def test_broker_forced_close_is_survived(env):
     assert (await client.call(t, "x"))["by"] == "s"
 
     await asyncio.to_thread(close_connection_on_broker, server.connection_name)
-    await eventually(lambda: server.disconnects == 1 and server.connected, timeout=15)
-    assert (await client.call(t, "after", timeout=5))["by"] == "s"
+    await eventually(lambda: server.disconnects == 1 and server.connected)
+    assert (await client.call(t, "after", timeout=PATIENCE))["by"] == "s"
     await client.fanout(f, "fan_after")
     await eventually(lambda: fan.got == [("fan_after", {})])
 
@@ -516,28 +522,28 @@ async def test_broker_restart_fails_calls_in_flight_then_everything_works(env, a
     await client.cast(parked, "kept", i=1)
     assert (await client.call(t, "before"))["by"] == "s"
     in_flight = asyncio.create_task(client.call(slow_t, "x", timeout=120))
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(started.wait(), PATIENCE)
 
     async with broker_restart_async(amqp_url):
-        await eventually(lambda: not client.connected and not server.connected, timeout=30)
+        await eventually(lambda: not client.connected and not server.connected)
         # The call in flight fails with the bus's error instead of waiting 120 s.
         with pytest.raises(Unreachable):
-            await asyncio.wait_for(in_flight, 10)
+            await asyncio.wait_for(in_flight, PATIENCE)
         # While the broker is down: refused at once, nothing queued for later.
         with pytest.raises(Unreachable):
-            await asyncio.wait_for(client.call(t, "down", timeout=60), 10)
+            await asyncio.wait_for(client.call(t, "down", timeout=LONG), PATIENCE)
         with pytest.raises(Unreachable):
-            await asyncio.wait_for(client.cast(t, "down"), 10)
+            await asyncio.wait_for(client.cast(t, "down"), PATIENCE)
         with pytest.raises(Unreachable):
-            await asyncio.wait_for(client.fanout(f, "down"), 10)
+            await asyncio.wait_for(client.fanout(f, "down"), PATIENCE)
         release.set()  # its reply has nowhere to go: logged and dropped
         await asyncio.sleep(1.5)  # several refused reconnection attempts
 
     await eventually(lambda: client.connected and server.connected, timeout=60)
     assert (client.disconnects, server.disconnects) == (1, 1)
     # Reply queue, durable queue's consumer and fanout subscription are all back.
-    assert (await client.call(t, "after", timeout=10))["by"] == "s"
-    assert (await server.call(t, "self", timeout=10))["by"] == "s"
+    assert (await client.call(t, "after", timeout=PATIENCE))["by"] == "s"
+    assert (await server.call(t, "self", timeout=PATIENCE))["by"] == "s"
     await client.cast(t, "cast_after", i=2)
     await eventually(lambda: ("cast_after", {"i": 2}) in rec.got)
     await client.fanout(f, "fan_after")
@@ -584,8 +590,9 @@ async def test_traffic_through_a_broker_restart_never_hangs_or_leaks_errors(env,
             else:
                 op = client.fanout(f, "x", w=n, i=i)
             try:
-                # Bounded by the call timeout (5 s) + the publish confirm (10 s).
-                result = await asyncio.wait_for(op, 20)
+                # Bounded by the call timeout (5 s) + the publish confirm (10 s); a hang
+                # is forever, so the bound is generous for a loaded machine.
+                result = await asyncio.wait_for(op, 60)
                 outcomes.append("ok" if result in (None, i) else f"WRONG {result} for {i}")
             except asyncio.TimeoutError:
                 outcomes.append("HANG")
@@ -598,15 +605,15 @@ async def test_traffic_through_a_broker_restart_never_hangs_or_leaks_errors(env,
             await asyncio.sleep(0.005)
 
     workers = [asyncio.create_task(worker(n)) for n in range(8)]
-    await eventually(lambda: outcomes.count("ok") > 100, timeout=20)
+    await eventually(lambda: outcomes.count("ok") > 100, timeout=60)
     async with broker_restart_async(amqp_url):
-        await eventually(lambda: not client.connected, timeout=30)
+        await eventually(lambda: not client.connected)
         await asyncio.sleep(2)
     await eventually(lambda: client.connected and server.connected, timeout=60)
     n_ok = outcomes.count("ok")
-    await eventually(lambda: outcomes.count("ok") > n_ok + 100, timeout=30)
+    await eventually(lambda: outcomes.count("ok") > n_ok + 100, timeout=60)
     stop.set()
-    await asyncio.wait_for(asyncio.gather(*workers), 30)
+    await asyncio.wait_for(asyncio.gather(*workers), 120)
     print("outcomes:", dict(Counter(outcomes)))
     bad = [o for o in outcomes if o.startswith(("HANG", "LEAK", "WRONG"))]
     assert not bad, bad[:10]

@@ -95,15 +95,21 @@ class World:
         # Unrelated: another test host's DHCP namespace, a dnsmasq lbtap did not start, and
         # a stale pid file in our state dir naming some other process.
         netns.create(self.foreign_dhcp())
-        self.spawn(["ip", "netns", "exec", self.plain, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-                    "--no-resolv", "--no-hosts", "--port=0", f"--pid-file={self.state.parent / 'other.pid'}"])
+        unrelated = self.spawn(["ip", "netns", "exec", self.plain, "dnsmasq", "--keep-in-foreground",
+                                "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0",
+                                f"--pid-file={self.state.parent / 'other.pid'}"])
         stale = self.state / "dhcp" / str(uuid.uuid4())
         stale.mkdir(parents=True)
         self.stranger = self.spawn([sys.executable, "-c", SLEEP, f"--dhcp-hostsfile={stale / 'host'}"])
         (stale / "pid").write_text(f"{self.stranger.pid}\n")
         (stale / "host").write_text("")
         self.stale = stale
-        time.sleep(0.2)
+        # The unrelated dnsmasq is up once it wrote its pid file (however slow the machine).
+        other_pid = self.state.parent / "other.pid"
+        deadline = time.monotonic() + 30
+        while not (other_pid.exists() and other_pid.read_text().strip()):
+            assert unrelated.poll() is None and time.monotonic() < deadline, "unrelated dnsmasq did not start"
+            time.sleep(0.02)
 
     def spawn(self, argv: list[str]) -> subprocess.Popen:
         p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -52,13 +52,15 @@ def throughput_kbps(client, server, port: int = 5201, seconds: int = 5) -> float
     srv = subprocess.Popen(["ip", "netns", "exec", server.ns, "iperf3", "-s", "-1", "-B", server.ip, "-p", str(port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(50):
+        deadline = time.monotonic() + 30  # for the server to listen, on a loaded machine too
+        while True:
             r = subprocess.run(["ip", "netns", "exec", client.ns, "iperf3", "-c", server.ip, "-p", str(port),
                                 "-t", str(seconds), "-O", "1", "-J"], capture_output=True, text=True)
             if r.returncode == 0 and "sum_received" in json.loads(r.stdout).get("end", {}):
                 return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1000
+            if time.monotonic() > deadline:
+                raise AssertionError(f"iperf3 failed: {r.stdout[-500:]} {r.stderr[-500:]}")
             time.sleep(0.1)  # server not listening yet
-        raise AssertionError(f"iperf3 failed: {r.stdout[-500:]} {r.stderr[-500:]}")
     finally:
         if srv.poll() is None:
             srv.kill()

@@ -30,6 +30,9 @@ GW_IP = "203.0.113.2"
 FIP = "203.0.113.10"
 G1_IP, G2_IP = "10.10.1.5", "10.10.2.5"
 PORT = 7411
+# What must work is given this long (a loaded CI machine is slow; the wait ends as soon as
+# it works); what must not gets the short windows of ``ping_blocked``/``seen_source``.
+PATIENCE = 20
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -40,14 +43,26 @@ def ns_run(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProce
     return sh("ip", "netns", "exec", ns, *argv, check=check)
 
 
-def pings(ns: str, dst: str) -> bool:
-    return ns_run(ns, "ping", "-c", "1", "-W", "1", dst, check=False).returncode == 0
+def pings(ns: str, dst: str, wait: int = PATIENCE) -> bool:
+    """One echo request, answered within ``wait`` seconds."""
+    return ns_run(ns, "ping", "-c", "1", "-W", str(wait), dst, check=False).returncode == 0
 
 
-def seen_source(client_ns: str, dst: str) -> str:
-    """The source address the server at ``dst`` saw for a TCP connection from client_ns."""
-    out = ns_run(client_ns, "socat", "-T", "3", "-", f"TCP:{dst}:{PORT},connect-timeout=3", check=False)
+def ping_blocked(ns: str, dst: str) -> bool:
+    """True if one echo request gets no answer within 1 s."""
+    return not pings(ns, dst, wait=1)
+
+
+def seen_source(client_ns: str, dst: str, timeout: int = PATIENCE) -> str:
+    """The source address the server at ``dst`` saw for a TCP connection from client_ns
+    ("" if no connection was made within ``timeout`` seconds)."""
+    out = ns_run(client_ns, "socat", "-T", str(timeout), "-", f"TCP:{dst}:{PORT},connect-timeout={timeout}",
+                 check=False)
     return out.stdout.strip()
+
+
+def listening(ns: str, port: int) -> bool:
+    return bool(ns_run(ns, "ss", "-Hltn", f"sport = :{port}", check=False).stdout.strip())
 
 
 class Env:
@@ -83,7 +98,10 @@ class Env:
         p = subprocess.Popen(["ip", "netns", "exec", ns, "socat", f"TCP-LISTEN:{PORT},fork,reuseaddr",
                               "SYSTEM:echo $SOCAT_PEERADDR"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(p)
-        time.sleep(0.3)
+        deadline = time.monotonic() + PATIENCE
+        while not listening(ns, PORT):
+            assert p.poll() is None and time.monotonic() < deadline, f"no TCP server listening in {ns}"
+            time.sleep(0.05)
 
     def plug(self, port_id: str, bridge: str) -> None:
         sh("ip", "-n", self.h, "link", "set", host_device(port_id), "master", bridge, "up")
@@ -165,8 +183,8 @@ def test_router_namespace_end_to_end(env: Env) -> None:
     # Floating IP removed: unreachable at once (conntrack flushed), SNAT still works.
     res = rns.sync(_router(rid))
     assert res.floating_ips_removed == [FIP]
-    assert not pings(env.ext, FIP)
-    assert seen_source(env.ext, FIP) == ""
+    assert ping_blocked(env.ext, FIP)
+    assert seen_source(env.ext, FIP, timeout=3) == ""
     assert seen_source(env.g1, EXT_IP) == GW_IP
     assert f"{FIP}/32" not in ns_run(rns.name, "ip", "-o", "addr", "show").stdout
 
@@ -174,7 +192,7 @@ def test_router_namespace_end_to_end(env: Env) -> None:
     pb_tap = host_device(router.interfaces[1].id)
     rns.sync(_router(rid, with_b=False))
     assert pb_tap not in _links(env.h)
-    assert not pings(env.g1, G2_IP)
+    assert ping_blocked(env.g1, G2_IP)
 
     # Without SNAT, traffic leaves with its own source address (and the external host,
     # having no route back, does not answer).

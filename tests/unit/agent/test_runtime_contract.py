@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from lbtap.agent.core.retry import Backoff
 from lbtap.config import Settings
 from lbtap.domain.naming import bridge_name, tap_name
 from lbtap.drivers.host import errors
@@ -22,7 +23,8 @@ memory = pytest.importorskip("lbtap.bus.memory")
 proxies = pytest.importorskip("lbtap.rpc.proxies")
 
 
-async def _until(cond, timeout=5.0):
+async def _until(cond, timeout=30.0):
+    # Generous: it returns as soon as ``cond`` holds, and a loaded CI machine is slow.
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
         if asyncio.get_running_loop().time() > deadline:
@@ -59,15 +61,33 @@ async def test_runtime_drives_core_to_active_without_storm():
     try:
         taps = [server.add_port(port_id(i)) for i in range(20)]
         server.add_port(port_id(999))
-        await asyncio.sleep(0.05)
+        # The taps appear once the agent runs its loop (after its first full scan).
+        await _until(lambda: agent.loop_iterations >= 1)
         for i in (*range(20), 999):
             host.create_tap(tap_name(port_id(i)))
         await _until(lambda: all(server.up_msgs[t] == 1 for t in taps))
-        await asyncio.sleep(1.0)  # the bad device keeps failing meanwhile
+
+        # The bad device keeps failing meanwhile, retried with backoff, not in a busy loop.
+        # Counted in retries (five: ~0.75 s of backoff), not in seconds; each retry's due
+        # time as the agent scheduled it on its own clock, per attempt number.
+        due: dict[int, float] = {}
+
+        def retried(n: int) -> bool:
+            state = agent.core.snapshot()["retrying"].get(bad)
+            if state is not None:
+                due.setdefault(state["attempts"], state["next_at"])
+            return state is not None and state["attempts"] >= n
+
+        await _until(lambda: retried(5))
         assert all(host.get_link(t).master == bridge_name(NET_A) for t in taps)
         assert all(server.up_msgs[t] == 1 for t in taps) and server.up_msgs[bad] == 0
-        attempts = agent.core.snapshot()["retrying"][bad]["attempts"]
-        assert 3 <= attempts <= 12  # backoff 0.05 .. 0.4 s over ~1 s, not a busy loop
+        # Attempt j comes no earlier than attempt i's due time, and is due itself its own
+        # backoff later: due times are at least the sum of the backoffs in between apart.
+        backoff = Backoff(settings.agent.retry_initial, settings.agent.retry_max)
+        seen = sorted(due)
+        assert len(seen) >= 2, due
+        for i, j in zip(seen, seen[1:]):
+            assert due[j] - due[i] >= sum(backoff.delay(k) for k in range(i + 1, j + 1)) - 1e-6, due
         assert messages[topics.UPDATE_DEVICE_LIST] <= 5
         host.clear_faults()
         await _until(lambda: server.up_msgs[bad] == 1)
@@ -76,6 +96,6 @@ async def test_runtime_drives_core_to_active_without_storm():
         assert agent.loop_iterations < 500
     finally:
         agent.stop()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 30)
         await agent_bus.close()
         await plugin_bus.close()

@@ -34,7 +34,10 @@ async def test_rereport_hook_raises_a_storm_alarm_naming_agent_and_devices(syste
     s = system
     _, ports = make_ports(s, 5)
     await plug(s, ports)
-    await asyncio.sleep(0.3)  # quiet: every report acknowledged
+    # Quiet: every report acknowledged by the server, none pending.
+    reporter = s.agent.core.reporter
+    await wait_until(lambda: all(reporter.acked(tap_name(p["id"])) is True for p in ports)
+                     and reporter.pending_count == 0)
     assert s.events.detector.alarms() == []
     await s.bus.cast(topics.agent_host_topic("h1"), DEBUG_REREPORT)
     await wait_until(lambda: s.events.detector.alarms(active_only=True))

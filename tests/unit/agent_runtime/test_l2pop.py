@@ -39,6 +39,7 @@ async def cluster(tmp_path):
     parts = build_server(settings, bus, asyncio.get_running_loop())
     await serve_rpc(parts)
     agents, tasks, hosts, buses = {}, [], {}, [bus]
+    running = {}  # host -> its agent's current run() task
 
     async def start(host):
         b = MemoryBus(url)
@@ -48,7 +49,8 @@ async def cluster(tmp_path):
         fh = hosts[host]
         a = L2Agent(_settings(tmp_path, url, host, HOSTS[host]), b, driver_factory=lambda s: fh)
         agents[host] = a
-        tasks.append(asyncio.create_task(a.run()))
+        running[host] = asyncio.create_task(a.run())
+        tasks.append(running[host])
         await wait_until(lambda: parts.rpc.agent_alive(host))
         return a
 
@@ -60,6 +62,13 @@ async def cluster(tmp_path):
 
     c = C()
     c.parts, c.svc, c.agents, c.hosts, c.start = parts, parts.services, agents, hosts, start
+
+    async def stop(host):
+        """Stop ``host``'s agent and wait until its loop has ended (it handles nothing more)."""
+        agents[host].stop()
+        await asyncio.wait_for(running[host], 30)
+
+    c.stop = stop
 
     async def plug(host, port):
         a = agents[host]
@@ -135,8 +144,7 @@ async def test_restarted_agent_resyncs_and_repairs_its_fdb(cluster):
 
     # h1's agent dies; meanwhile h3 joins (h1 misses the fanout) and someone scribbles
     # on h1's FDB. The restarted agent asks for the full set and repairs the kernel.
-    c.agents["h1"].stop()
-    await asyncio.sleep(0.2)
+    await c.stop("h1")
     p3 = _port(c, net, "h3")
     await c.plug("h3", p3)
     await wait_until(lambda: _status(c, p3) == "ACTIVE")

@@ -34,7 +34,7 @@ def fake_dnsmasq(paths: DnsmasqPaths, argv0: str = "dnsmasq") -> subprocess.Pope
     """A process whose command line is what lbtap's dnsmasq would show for ``paths``."""
     p = subprocess.Popen([argv0, "-c", SLEEP, f"--pid-file={paths.pid}", f"--dhcp-hostsfile={paths.hosts}"],
                          executable=sys.executable)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while not _cmdline(p.pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     return p
@@ -147,7 +147,7 @@ def test_stopping_an_adopted_child_dnsmasq_leaves_no_zombie(tmp_path) -> None:
     d = tmp_path / "n1"
     d.mkdir()
     child = subprocess.Popen([sys.executable, "-c", SLEEP, f"--dhcp-hostsfile={d / 'host'}"])
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while not _cmdline(child.pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     (d / "pid").write_text(f"{child.pid}\n")

@@ -56,6 +56,13 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+# A deadline for what must happen at once: far below the calls' own timeout (so hitting
+# it still tells "failed at once" from "waited out its timeout"), far above any delay a
+# loaded machine could add.
+AT_ONCE = 30
+LONG = 3600  # a call timeout the test must never wait out
+
+
 async def test_make_bus_builds_memory_bus():
     assert isinstance(make_bus("memory://"), MemoryBus)
 
@@ -77,10 +84,8 @@ async def test_buses_of_different_urls_are_isolated(buses):
 
 
 async def test_call_to_never_served_topic_is_unreachable_at_once(buses):
-    t0 = time.monotonic()
     with pytest.raises(Unreachable):
-        await buses().call("nobody", "x", timeout=5)
-    assert time.monotonic() - t0 < 0.5
+        await asyncio.wait_for(buses().call("nobody", "x", timeout=LONG), AT_ONCE)
 
 
 async def test_call_to_topic_whose_servers_left_times_out(buses):
@@ -88,9 +93,10 @@ async def test_call_to_topic_whose_servers_left_times_out(buses):
     await server.serve("plugin", Recorder())
     await server.close()
     t0 = time.monotonic()
-    with pytest.raises(CallTimeout):
+    with pytest.raises(CallTimeout, match=r"within 0\.2s"):
         await client.call("plugin", "x", timeout=0.2)
-    assert 0.19 <= time.monotonic() - t0 < 1.0
+    # It waited for a server (a slow machine can only make this longer).
+    assert time.monotonic() - t0 >= 0.19
 
 
 async def test_expired_call_is_not_delivered_to_a_later_server(buses):
@@ -197,7 +203,7 @@ async def test_slow_handler_does_not_block_other_messages(buses):
     await buses().serve("plugin", handler)
     client = buses()
     slow = asyncio.create_task(client.call("plugin", "slow"))
-    assert await asyncio.wait_for(client.call("plugin", "fast"), 1) == "fast"
+    assert await asyncio.wait_for(client.call("plugin", "fast", timeout=LONG), AT_ONCE) == "fast"
     assert not slow.done()
     release.set()
     assert await slow == "slow"
@@ -256,7 +262,7 @@ async def test_close_cancels_handlers_in_flight(buses):
     server = buses()
     await server.serve("agent", handler)
     await buses().cast("agent", "x")
-    await asyncio.wait_for(started.wait(), 1)
+    await asyncio.wait_for(started.wait(), AT_ONCE)
     await server.close()
     assert cancelled.is_set()
 
@@ -284,15 +290,15 @@ async def test_server_on_another_thread_and_loop(url):
     th = threading.Thread(target=run_server)
     th.start()
     try:
-        assert ready.wait(5)
+        assert await asyncio.to_thread(ready.wait, 30)
         client = MemoryBus(url)
-        ident = await client.call("plugin", "who", timeout=5)
+        ident = await client.call("plugin", "who", timeout=30)
         assert ident == th.ident != threading.get_ident()
         await client.close()
     finally:
         loop, done = stop[0]
         loop.call_soon_threadsafe(done.set)
-        await asyncio.to_thread(th.join, 5)
+        await asyncio.to_thread(th.join, 30)
 
 
 async def test_leftovers_of_a_finished_loop_are_ignored(url, buses):
@@ -320,7 +326,7 @@ async def test_leftovers_of_a_finished_loop_are_ignored(url, buses):
     await buses().serve("agent.h1", agent)
     client = buses()
     for _ in range(4):
-        assert (await client.call("plugin", "x", timeout=1))["by"] == "live"
+        assert (await client.call("plugin", "x", timeout=30))["by"] == "live"
     await settle()
     assert agent.got == []
 
@@ -334,6 +340,6 @@ async def test_many_concurrent_calls(buses):
         await buses().serve("plugin", handler)
     client = buses()
     results = await asyncio.wait_for(
-        asyncio.gather(*(client.call("plugin", "x", i=i) for i in range(1000))), 5
+        asyncio.gather(*(client.call("plugin", "x", i=i, timeout=60) for i in range(1000))), 120
     )
     assert results == [i * 2 for i in range(1000)]

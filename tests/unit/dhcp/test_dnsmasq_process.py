@@ -17,7 +17,7 @@ NET = DhcpNetwork("n1", (Subnet("s", "10.0.0.0/24", 4, "10.0.0.1"),),
 
 def _wait_exec(pid: int) -> None:
     """Right after fork the child's /proc cmdline is still empty."""
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while not _cmdline(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
 
@@ -70,7 +70,7 @@ def test_adopts_a_process_serving_our_directory(tmp_path) -> None:
         proc = DnsmasqProcess(NET, namespace="qdhcp-n1", interface="ns-p1", state_dir=d)
         assert proc.is_alive() and proc.pid == fake.pid
         proc.stop()
-        assert fake.wait(5) is not None
+        assert fake.wait(30) is not None
         assert not proc.is_alive()
     finally:
         if fake.poll() is None:

@@ -151,7 +151,9 @@ def test_explain_verdicts(system):
 def test_explain_dead_agent(system):
     s = system
     p = make_port(s, **{"binding:host_id": "h1"})
-    s.rpc.clock = lambda: time.time() - 3600  # its last heartbeat was an hour ago
+    now = time.time()
+    s.rpc.clock = lambda: now - 3600  # its last heartbeat was an hour ago...
+    s.ev.clock = lambda: now  # ...exactly, however long the test takes
     heartbeat(s, "h1")
     e = explain(s, p["id"])
     assert e["verdict"] == "agent_dead" and "last heartbeat 360" in e["reason"]

@@ -193,6 +193,7 @@ def test_member_changes_are_computed_from_groups_and_addresses():
 
 async def test_member_updates_are_coalesced_into_one_fanout():
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from lbtap.server.security_ext import SG_MEMBER_UPDATED, SecurityNotifier
 
@@ -203,21 +204,41 @@ async def test_member_updates_are_coalesced_into_one_fanout():
         async def fanout(self, topic, method, **kw):
             self.sent.append((method, kw))
 
+    async def sent_after(step):
+        # The loop is not running while ``step`` does, so the coalescing timer cannot
+        # fire between its calls however slow the machine is; then wait (generously)
+        # until everything it scheduled has been sent.
+        before = len(bus.sent)
+        step()
+        for _ in range(1000):
+            await asyncio.sleep(0.01)
+            if (len(bus.sent) > before and not n._flush_scheduled and not n._pending
+                    and not (n._order is not None and n._order.locked())):
+                return bus.sent[before:]
+        raise AssertionError("nothing was sent")
+
+    def from_worker_threads(*calls):
+        # As in the server: the data layer notifies from worker threads. The loop's
+        # thread blocks until all of them are done.
+        with ThreadPoolExecutor(len(calls)) as pool:
+            for f in [pool.submit(c) for c in calls]:
+                f.result()
+
     bus = Bus()
     n = SecurityNotifier(bus, asyncio.get_running_loop())
     port = {"security_groups": ["g1"], "fixed_ips": [{"ip_address": "10.0.0.1"}], "allowed_address_pairs": []}
-    await asyncio.gather(*(asyncio.to_thread(n.port_created, dict(port, security_groups=[g]))
-                           for g in ("g1", "g2", "g1")))
-    await asyncio.sleep(0.1)
-    assert bus.sent == [(SG_MEMBER_UPDATED, {"security_groups": ["g1", "g2"], "members": {
+    sent = await sent_after(lambda: from_worker_threads(
+        *(lambda g=g: n.port_created(dict(port, security_groups=[g])) for g in ("g1", "g2", "g1"))))
+    assert sent == [(SG_MEMBER_UPDATED, {"security_groups": ["g1", "g2"], "members": {
         "g1": {"added": ["10.0.0.1"], "removed": []}, "g2": {"added": ["10.0.0.1"], "removed": []}}})]
     # A port leaving a group is a removal; the last change of an address within the window wins.
     moved = dict(port, fixed_ips=[{"ip_address": "10.0.0.9"}])
-    n.port_updated(moved, port)
-    n.port_deleted(moved)
-    await asyncio.sleep(0.1)
-    assert bus.sent[-1] == (SG_MEMBER_UPDATED, {"security_groups": ["g1"], "members": {
-        "g1": {"added": [], "removed": ["10.0.0.1", "10.0.0.9"]}}})
-    n.security_group_rule_updated(["g3"])
-    await asyncio.sleep(0.05)
-    assert bus.sent[-1] == ("security_groups_rule_updated", {"security_groups": ["g3"]})
+
+    def move_then_delete():
+        n.port_updated(moved, port)
+        n.port_deleted(moved)
+
+    assert await sent_after(move_then_delete) == [(SG_MEMBER_UPDATED, {"security_groups": ["g1"], "members": {
+        "g1": {"added": [], "removed": ["10.0.0.1", "10.0.0.9"]}}})]
+    assert await sent_after(lambda: n.security_group_rule_updated(["g3"])) == [
+        ("security_groups_rule_updated", {"security_groups": ["g3"]})]
