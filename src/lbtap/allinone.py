@@ -20,7 +20,7 @@ from lbtap.agent.metrics import register_agent_metrics
 from lbtap.agent.runtime import L2Agent
 from lbtap.bus.base import make_bus
 from lbtap.config import Settings
-from lbtap.server.process import build_server, make_uvicorn, serve_rpc
+from lbtap.server.process import build_server, drain_notifications, make_uvicorn, serve_rpc
 
 log = logging.getLogger("lbtap.up")
 
@@ -62,6 +62,8 @@ async def run_all_in_one(settings: Settings, *, keep_on_exit: bool | None = None
         extra_agents = start_network_agents(settings, bus, _agent_done, teardown_on_stop=not keep_on_exit)
         log.info("lbtap up: API http://%s:%d/, agent host %s", settings.server.bind, settings.server.port, settings.agent.host)
         await server.serve()
+        # Before the agents stop: they are the receivers of what the last requests changed.
+        await drain_notifications(parts)
     finally:
         # The L2 agent first: it must not report the DHCP/router ports DOWN while their
         # taps go away below (a restart then finds them ACTIVE, as after --keep-on-exit).

@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from lbtap.rpc.proxies import AgentNotifier
+from lbtap.server.outbox import Outbox
 from lbtap.server.metrics import count_notification
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class BusNotifier:
 
     def __init__(self, bus, loop: asyncio.AbstractEventLoop, details_source: Any = None):
         self._agents = AgentNotifier(bus)
-        self._loop = loop
+        self._outbox = Outbox(loop, "notification")
         # RpcHandlers (``pushable_details(port_ids, host)``); set once the server built it.
         self.details_source = details_source
         self._push_lock = threading.Lock()
@@ -50,14 +51,12 @@ class BusNotifier:
             except Exception as e:  # a lost cast is repaired by the agents' reconcile
                 log.warning("notification %s failed: %s", coro_fn.__name__, e)
 
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            self._loop.create_task(run())
-        else:
-            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(run()))
+        self._outbox.submit(run)
+
+    async def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until every notification handed over so far has been sent (pushes
+        included, once their coalescing window closed); False on timeout."""
+        return await self._outbox.drain(timeout)
 
     # ports
     def port_created(self, port: dict) -> None:
@@ -94,8 +93,7 @@ class BusNotifier:
             if self._push_scheduled:
                 return
             self._push_scheduled = True
-        self._loop.call_soon_threadsafe(self._loop.call_later, self.PUSH_COALESCE_SECONDS,
-                                        lambda: self._loop.create_task(self._flush_pushes()))
+        self._outbox.submit(self._flush_pushes, delay=self.PUSH_COALESCE_SECONDS)
 
     async def _flush_pushes(self) -> None:
         if self._push_order is None:

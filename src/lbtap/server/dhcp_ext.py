@@ -26,6 +26,7 @@ from typing import Any
 from lbtap.domain import constants as c
 from lbtap.server import errors
 from lbtap.server.context import Context
+from lbtap.server.outbox import Outbox
 from lbtap.server.services.query import ListQuery
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class DhcpNotifier:
     def __init__(self, bus: Any, loop: asyncio.AbstractEventLoop):
         self.bus = bus
         self.loop = loop
+        self._outbox = Outbox(loop, "dhcp notification")
 
     def _cast(self, method: str, **kwargs: Any) -> None:
         async def run() -> None:
@@ -150,14 +152,11 @@ class DhcpNotifier:
             except Exception as e:  # agents resync periodically: a lost cast heals
                 log.warning("dhcp notification %s failed: %s", method, e)
 
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            self.loop.create_task(run())
-        else:
-            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(run()))
+        self._outbox.submit(run)
+
+    async def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until every cast handed over so far has been sent; False on timeout."""
+        return await self._outbox.drain(timeout)
 
     def network_created(self, network: dict) -> None:
         self._cast(NETWORK_CREATE_END, network_id=network["id"])

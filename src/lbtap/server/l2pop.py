@@ -37,6 +37,7 @@ from lbtap.rpc import topics
 from lbtap.server.db.engine import Database
 from lbtap.server.db.models import Agent, IPAllocation, Network, Port
 from lbtap.server.metrics import REGISTRY
+from lbtap.server.outbox import InFlight
 from lbtap.server.services.base import chunks
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class L2Population:
         self._work: queue.SimpleQueue | None = queue.SimpleQueue() if threaded else None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.in_flight = InFlight()
 
     def _defer(self, fn: Callable[..., None], *args: Any) -> None:
         if self._work is None:
@@ -144,6 +146,7 @@ class L2Population:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._worker, name="lbtap-l2pop", daemon=True)
                 self._thread.start()
+        self.in_flight.add()
         self._work.put((fn, args))
 
     def _worker(self) -> None:
@@ -154,6 +157,17 @@ class L2Population:
                 fn(*args)
             except Exception:  # one bad event must not stop l2population
                 log.exception("l2population %s failed", getattr(fn, "__name__", fn))
+            finally:
+                self.in_flight.done()
+
+    async def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until the queued reads are done and their messages sent; False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not await self.in_flight.wait_idle(timeout):
+            return False
+        sender_drain = getattr(self._send, "drain", None)
+        return True if sender_drain is None else await sender_drain(max(0.0, deadline - loop.time()))
 
     # -- reads --------------------------------------------------------------------
     @staticmethod
@@ -307,9 +321,11 @@ class _Sender:
         self.loop = loop
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
+        self.in_flight = InFlight()  # messages handed over and not yet sent (or given up)
 
     def __call__(self, method: str, entries: dict, host: str | None) -> None:
         # Called from worker threads (status listeners, API notifier) or from the loop.
+        self.in_flight.add()
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -329,6 +345,7 @@ class _Sender:
         assert self.queue is not None
         while True:
             method, entries, host = await self.queue.get()
+            taken = 1
             # Under a burst, reports queue up faster than casts leave: fold the run of
             # queued messages of the same kind and target into one (order is kept).
             while not self.queue.empty():
@@ -336,12 +353,19 @@ class _Sender:
                 if (nxt[0], nxt[2]) != (method, host):
                     break
                 merge_entries(entries, self.queue.get_nowait()[1])
+                taken += 1
             send = self.agents.fdb_add if method == topics.FDB_ADD else self.agents.fdb_remove
             try:
                 await send(entries, host=host)
                 L2POP_MESSAGES.labels(method=method, target="host" if host else "fanout").inc()
             except Exception as e:  # agents resync after a reconnect and periodically
                 log.warning("l2population %s not sent: %s", method, e)
+            finally:
+                self.in_flight.done(taken)
+
+    async def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until every message handed over so far has been sent; False on timeout."""
+        return await self.in_flight.wait_idle(timeout)
 
 
 def install(parts: Any) -> None:

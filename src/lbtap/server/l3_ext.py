@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from lbtap.domain import constants as c
 from lbtap.server.db.l3_models import FloatingIP, Router
 from lbtap.server.db.models import Network, Port, Subnet
+from lbtap.server.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class L3Notifier:
         self.services = services
         self.bus = bus
         self.loop = loop
+        self._outbox = Outbox(loop, "l3 notification")
 
     def _cast(self, method: str, **kwargs: Any) -> None:
         async def run() -> None:
@@ -111,14 +113,11 @@ class L3Notifier:
             except Exception as e:  # agents resync periodically
                 log.warning("l3 notification %s failed: %s", method, e)
 
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            self.loop.create_task(run())
-        else:
-            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(run()))
+        self._outbox.submit(run)
+
+    async def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until every cast handed over so far has been sent; False on timeout."""
+        return await self._outbox.drain(timeout)
 
     def router_updated(self, router: dict) -> None:
         self._cast(ROUTERS_UPDATED, router_ids=[router["id"]])

@@ -45,6 +45,8 @@ class ServerParts:
     # Called after each get_devices_details_list, in the handler's thread, with
     # (host, devices, details as sent): e.g. the port timeline's "device seen".
     details_listeners: list[Callable[[str, list[str], list[dict]], None]] = field(default_factory=list)
+    # The core notifier (details pushes, port/network casts); extensions' are in ``notifiers``.
+    bus_notifier: Any = None
 
 
 # Server extensions, each a module with ``install(parts: ServerParts) -> None``; features
@@ -80,11 +82,28 @@ def build_server(settings: Settings, bus: Bus, loop: asyncio.AbstractEventLoop) 
     audit = ReportAudit()
     app.state.audit = audit
     parts = ServerParts(engine=engine, services=services, rpc=rpc, app=app, bus=bus, audit=audit,
-                        settings=settings, loop=loop)
+                        settings=settings, loop=loop, bus_notifier=bus_notifier)
     for module in EXTENSION_MODULES:
         importlib.import_module(module).install(parts)
     notifier.extra.extend(parts.notifiers)
     return parts
+
+
+async def drain_notifications(parts: ServerParts, timeout: float = 5.0) -> bool:
+    """Send what the last API requests and status reports handed to the notifiers
+    (coalesced pushes, member deltas, l2population entries) before the bus closes, so
+    a server stopping right after a change does not leave agents to find it out at
+    their next periodic re-read. False if something was still unsent at ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    ok = True
+    for n in (parts.bus_notifier, *parts.notifiers):
+        drain = getattr(n, "drain", None)
+        if drain is not None:
+            ok = await drain(max(0.0, deadline - loop.time())) and ok
+    if not ok:
+        log.warning("stopping with notifications unsent after %.1fs; agents re-read them later", timeout)
+    return ok
 
 
 class FanoutNotifier:
@@ -200,6 +219,7 @@ async def run_server(settings: Settings) -> None:
     """``lbtap server``: API and RPC handlers until a signal stops uvicorn."""
     bus = make_bus(settings.bus.transport_url)
     await bus.start()
+    parts: ServerParts | None = None
     try:
         parts = build_server(settings, bus, asyncio.get_running_loop())
         await serve_rpc(parts)
@@ -208,4 +228,6 @@ async def run_server(settings: Settings) -> None:
                  settings.bus.transport_url.split("@")[-1])
         await make_uvicorn(settings, parts.app).serve()
     finally:
+        if parts is not None:
+            await drain_notifications(parts)
         await bus.close()

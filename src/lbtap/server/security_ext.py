@@ -47,6 +47,7 @@ from lbtap.server.db.engine import Database
 from lbtap.server.db.models import IPAllocation, Port
 from lbtap.server.db.security_models import SecurityGroupRule
 from lbtap.server.metrics import count_notification
+from lbtap.server.outbox import Outbox
 from lbtap.server.rpc_handlers import RpcHandlers
 from lbtap.server.services.base import chunks
 from lbtap.server.services.qos import effective_policies, rules_of
@@ -196,6 +197,7 @@ class SecurityNotifier:
         self.bus = bus
         self.loop = loop
         self.db = Database(engine) if engine is not None else None
+        self._outbox = Outbox(loop, "security notification")
         self._lock = threading.Lock()
         # group -> address -> True (added) / False (removed): the last change wins
         self._pending: dict[str, dict[str, bool]] = {}
@@ -210,22 +212,11 @@ class SecurityNotifier:
         self._run(send)
 
     def _run(self, send: Any) -> None:
-        async def run() -> None:
-            try:
-                await send()
-            except Exception as e:  # a lost cast is repaired by the agents' reconcile
-                log.warning("security notification failed: %s", e)
+        self._outbox.submit(send)
 
-        if self.loop is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            self.loop.create_task(run())
-        else:
-            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(run()))
+    async def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until every fanout handed over so far has been sent; False on timeout."""
+        return await self._outbox.drain(timeout)
 
     def port_created(self, port: dict) -> None:
         self._members(member_delta(port, None))
@@ -247,7 +238,10 @@ class SecurityNotifier:
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
-        self.loop.call_soon_threadsafe(self.loop.call_later, self.COALESCE_SECONDS, self._flush)
+        self._outbox.submit(self._flush_soon, delay=self.COALESCE_SECONDS)
+
+    async def _flush_soon(self) -> None:
+        self._flush()
 
     def _flush(self) -> None:
         with self._lock:
