@@ -9,5 +9,7 @@ Data flows one way:
   the devices that depend on the failed op;
 * ``retry.Backoff`` -- per-key capped exponential backoff, deterministic in ``now``;
 * ``reporter.Reporter`` -- duplicate-free, batched ``update_device_list`` state;
+* ``details.DetailsFlow`` -- asking the server for device details, taking answers and
+  pushes (a mixin of ``AgentCore``);
 * ``agent.AgentCore`` -- ties them together behind the contract in ``docs/ARCHITECTURE.md``.
 """
