@@ -112,6 +112,7 @@ def agent_rows(agents: list[dict], now: float) -> list[dict]:
             "heartbeat_age": None if hb is None else max(0.0, now - hb),
             "devices": conf.get("devices"),
             "cpu_percent": proc.get("cpu_percent"),
+            "cpu_percent_sustained": proc.get("cpu_percent_sustained"),
             "rss_bytes": proc.get("rss_bytes"),
             "netns": conf.get("netns"),
             "tunneling_ip": conf.get("tunneling_ip"),

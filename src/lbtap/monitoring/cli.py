@@ -75,8 +75,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(render.dumps(data))
     else:
         rows = [dict(r, hb=render.human_age(r["heartbeat_age"]), rss=render.human_bytes(r["rss_bytes"])) for r in agents]
-        print(render.table(rows, ["host", "agent_type", "alive", "hb", "devices", "cpu_percent", "rss", "netns"],
-                           ["HOST", "TYPE", "ALIVE", "HEARTBEAT AGE", "DEVICES", "CPU%", "RSS", "NETNS"]))
+        print(render.table(rows, ["host", "agent_type", "alive", "hb", "devices", "cpu_percent", "cpu_percent_sustained",
+                                  "rss", "netns"],
+                           ["HOST", "TYPE", "ALIVE", "HEARTBEAT AGE", "DEVICES", "CPU%", "CPU% 1MIN LOW", "RSS", "NETNS"]))
         line = f"server {server['url']}: " + ("reachable" if server["reachable"] else "UNREACHABLE")
         proc = server.get("process") or {}
         if proc.get("process_resident_memory_bytes") is not None:

@@ -259,9 +259,16 @@ def test_bridge_serving_no_port_of_this_host():
     assert "bridge-without-network" not in found
 
 
-@pytest.mark.parametrize("cpu, flagged", [(5.0, False), (95.0, True), (None, False)])
-def test_agent_cpu(cpu, flagged):
-    agent = dict(AGENT, configurations={"process": {"cpu_percent": cpu}})
+@pytest.mark.parametrize("process, flagged", [
+    ({"cpu_percent": 5.0}, False),
+    ({"cpu_percent": 95.0}, True),  # an agent that reports only its last interval
+    ({"cpu_percent": None}, False),
+    ({"cpu_percent": 95.0, "cpu_percent_sustained": None}, False),  # younger than a minute
+    ({"cpu_percent": 95.0, "cpu_percent_sustained": 12.0}, False),  # one busy interval is work
+    ({"cpu_percent": 95.0, "cpu_percent_sustained": 90.0}, True),   # busy all minute: a storm
+])
+def test_agent_cpu(process, flagged):
+    agent = dict(AGENT, configurations={"process": process})
     assert ("agent-cpu" in db_checks(healthy(), [port(PORT)], agent=agent)) is flagged
 
 
