@@ -63,7 +63,8 @@ async def run_all_in_one(settings: Settings, *, keep_on_exit: bool | None = None
         log.info("lbtap up: API http://%s:%d/, agent host %s", settings.server.bind, settings.server.port, settings.agent.host)
         await server.serve()
         # Before the agents stop: they are the receivers of what the last requests changed.
-        await drain_notifications(parts)
+        if not server.force_exit:  # a second signal means now
+            await drain_notifications(parts)
     finally:
         # The L2 agent first: it must not report the DHCP/router ports DOWN while their
         # taps go away below (a restart then finds them ACTIVE, as after --keep-on-exit).

@@ -14,7 +14,8 @@ _proc.cpu_percent(None)  # prime: the first reading is always 0.0
 
 #: CPU counts as sustained when every reading over this long was at least that high.
 SUSTAINED_WINDOW = 60.0
-_readings: deque[tuple[float, float]] = deque(maxlen=256)  # (monotonic time, CPU% of the interval ending then)
+# (monotonic time, CPU% of the interval ending then); pruned by age in process_usage
+_readings: deque[tuple[float, float]] = deque()
 
 
 def sustained_cpu(readings: Sequence[tuple[float, float]], now: float,
@@ -28,8 +29,8 @@ def sustained_cpu(readings: Sequence[tuple[float, float]], now: float,
     if not readings or readings[0][0] > now - window:
         return None
     recent = [cpu for when, cpu in readings if when > now - window]
-    # Readings sparser than the window: the interval ending at the newest covers it.
-    return min(recent) if recent else readings[-1][1]
+    # No reading inside the window: the newest is older, and says nothing of this minute.
+    return min(recent) if recent else None
 
 
 def process_usage(now: float | None = None) -> dict[str, float | None]:

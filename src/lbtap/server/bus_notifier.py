@@ -53,6 +53,10 @@ class BusNotifier:
 
         self._outbox.submit(run)
 
+    def idle(self) -> bool:
+        """True when everything handed over so far has been sent."""
+        return self._outbox.idle()
+
     async def drain(self, timeout: float = 5.0) -> bool:
         """Wait until every notification handed over so far has been sent (pushes
         included, once their coalescing window closed); False on timeout."""

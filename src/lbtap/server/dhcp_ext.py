@@ -154,6 +154,10 @@ class DhcpNotifier:
 
         self._outbox.submit(run)
 
+    def idle(self) -> bool:
+        """True when everything handed over so far has been sent."""
+        return self._outbox.idle()
+
     async def drain(self, timeout: float = 5.0) -> bool:
         """Wait until every cast handed over so far has been sent; False on timeout."""
         return await self._outbox.drain(timeout)

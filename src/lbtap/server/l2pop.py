@@ -160,6 +160,11 @@ class L2Population:
             finally:
                 self.in_flight.done()
 
+    def idle(self) -> bool:
+        """True when no read is queued and every message from one has been sent."""
+        sender_idle = getattr(self._send, "idle", None)
+        return self.in_flight.idle() and (sender_idle is None or sender_idle())
+
     async def drain(self, timeout: float = 5.0) -> bool:
         """Wait until the queued reads are done and their messages sent; False on timeout."""
         loop = asyncio.get_running_loop()
@@ -332,8 +337,12 @@ class _Sender:
             running = None
         if running is self.loop:
             self._put((method, entries, host))
-        else:
+            return
+        try:
             self.loop.call_soon_threadsafe(self._put, (method, entries, host))
+        except RuntimeError as e:  # the server's loop has ended: nobody is left to send
+            self.in_flight.done()
+            log.warning("l2population %s dropped: %s", method, e)
 
     def _put(self, item: tuple[str, dict, str | None]) -> None:
         if self.queue is None:
@@ -362,6 +371,9 @@ class _Sender:
                 log.warning("l2population %s not sent: %s", method, e)
             finally:
                 self.in_flight.done(taken)
+
+    def idle(self) -> bool:
+        return self.in_flight.idle()
 
     async def drain(self, timeout: float = 5.0) -> bool:
         """Wait until every message handed over so far has been sent; False on timeout."""

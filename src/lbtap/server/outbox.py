@@ -76,13 +76,17 @@ class Outbox:
                 await fn()
             except Exception as e:
                 log.warning("%s failed: %s", self.what, e)
-            finally:
-                self.in_flight.done()
+
+        def finished(task: asyncio.Task) -> None:
+            # Here rather than in run(): a task cancelled before its first step (the loop
+            # shutting down) never enters run's body, and must still count as done.
+            self._tasks.discard(task)
+            self.in_flight.done()
 
         def start() -> None:
             task = self.loop.create_task(run())
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(finished)
 
         def schedule() -> None:
             if delay > 0:

@@ -96,14 +96,18 @@ async def drain_notifications(parts: ServerParts, timeout: float = 5.0) -> bool:
     their next periodic re-read. False if something was still unsent at ``timeout``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    ok = True
-    for n in (parts.bus_notifier, *parts.notifiers):
-        drain = getattr(n, "drain", None)
-        if drain is not None:
-            ok = await drain(max(0.0, deadline - loop.time())) and ok
-    if not ok:
-        log.warning("stopping with notifications unsent after %.1fs; agents re-read them later", timeout)
-    return ok
+    notifiers = [n for n in (parts.bus_notifier, *parts.notifiers) if hasattr(n, "drain")]
+    # Status reports still arrive while draining and may hand one notifier more work
+    # after it was drained: done only when all are idle at once.
+    while True:
+        for n in notifiers:
+            await n.drain(max(0.0, deadline - loop.time()))
+        if all(n.idle() for n in notifiers if hasattr(n, "idle")):
+            return True
+        if loop.time() >= deadline:
+            log.warning("stopping with notifications unsent after %.1fs; agents re-read them later", timeout)
+            return False
+        await asyncio.sleep(0.005)
 
 
 class FanoutNotifier:
@@ -219,15 +223,15 @@ async def run_server(settings: Settings) -> None:
     """``lbtap server``: API and RPC handlers until a signal stops uvicorn."""
     bus = make_bus(settings.bus.transport_url)
     await bus.start()
-    parts: ServerParts | None = None
     try:
         parts = build_server(settings, bus, asyncio.get_running_loop())
         await serve_rpc(parts)
         log.info("server listening on http://%s:%d/ (db %s, bus %s)", settings.server.bind,
                  settings.server.port, parts.engine.url.render_as_string(hide_password=True),
                  settings.bus.transport_url.split("@")[-1])
-        await make_uvicorn(settings, parts.app).serve()
-    finally:
-        if parts is not None:
+        server = make_uvicorn(settings, parts.app)
+        await server.serve()
+        if not server.force_exit:  # a second signal means now
             await drain_notifications(parts)
+    finally:
         await bus.close()

@@ -214,6 +214,10 @@ class SecurityNotifier:
     def _run(self, send: Any) -> None:
         self._outbox.submit(send)
 
+    def idle(self) -> bool:
+        """True when everything handed over so far has been sent."""
+        return self._outbox.idle()
+
     async def drain(self, timeout: float = 5.0) -> bool:
         """Wait until every fanout handed over so far has been sent; False on timeout."""
         return await self._outbox.drain(timeout)

@@ -20,12 +20,15 @@ def test_sustained_is_the_lowest_reading_within_the_window():
     assert sustained_cpu(calm_once, 60.0, window=60.0) == 3.0
 
 
-def test_readings_sparser_than_the_window_use_the_newest_interval():
-    assert sustained_cpu([(0.0, 40.0), (120.0, 85.0)], 190.0, window=60.0) == 85.0
+def test_readings_sparser_than_the_window():
+    # The interval ending at 120 s lies in the window (70 s .. 130 s]: it counts.
+    assert sustained_cpu([(0.0, 40.0), (120.0, 85.0)], 130.0, window=60.0) == 85.0
+    # Nothing read within the last minute says nothing about it.
+    assert sustained_cpu([(0.0, 40.0), (120.0, 85.0)], 500.0, window=60.0) is None
 
 
 def test_process_usage_reports_sustained_once_a_window_has_passed(monkeypatch):
-    monkeypatch.setattr(process, "_readings", deque(maxlen=256))
+    monkeypatch.setattr(process, "_readings", deque())
     first = process_usage(now=1_000_000.0)
     assert set(first) >= {"cpu_percent", "cpu_percent_sustained", "rss_bytes", "threads"}
     assert first["rss_bytes"] > 0 and first["cpu_percent_sustained"] is None

@@ -108,3 +108,15 @@ async def test_a_stopping_server_sends_the_push_of_its_last_request_before_the_b
     finally:
         await agent_bus.close()
         parts.engine.dispose()
+
+
+async def test_a_task_cancelled_before_it_started_counts_as_done():
+    out = Outbox(asyncio.get_running_loop())
+
+    async def never_runs():
+        raise AssertionError("cancelled before its first step")
+
+    out.submit(never_runs)  # on the loop's thread: the task exists at once
+    (task,) = out._tasks
+    task.cancel()  # as at loop shutdown
+    assert await out.drain(timeout=30)
