@@ -767,6 +767,59 @@ def test_a_network_leaving_flushes_its_zone_and_a_restart_keeps_the_zones(two_ne
         fw.close()
 
 
+def _icmp_echo_fragments(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, ip_id: int,
+                         head: bytes, tail: bytes) -> tuple[bytes, bytes]:
+    """An ICMP echo request with data ``head`` + ``tail`` split in two IPv4 fragments,
+    as two Ethernet frames: the first (offset 0, MF set) carries the ICMP header and
+    ``head``, the last (offset 3, i.e. 24 bytes; MF clear) ``tail``. The ICMP checksum
+    covers the whole datagram, so the two fragments make a valid request together."""
+    icmp = struct.pack("!BBHHH", 8, 0, 0, ip_id, 1) + head.ljust(16, b".")[:16] + tail.ljust(24, b".")[:24]
+    icmp = icmp[:2] + struct.pack("!H", _csum(icmp)) + icmp[4:]
+    head_len = 24  # a multiple of 8: the second fragment's offset is 24 / 8 = 3
+    frames = []
+    for flags_off, data in ((0x2000, icmp[:head_len]), (head_len // 8, icmp[head_len:])):
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(data), ip_id, flags_off, 64, 1, 0,
+                          socket.inet_aton(src_ip), socket.inet_aton(dst_ip))
+        hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+        frames.append(_mac(dst_mac) + _mac(src_mac) + b"\x08\x00" + hdr + data)
+    return frames[0], frames[1]
+
+
+def test_ip_fragments_are_reassembled_per_network_never_across_networks(two_nets):
+    """Fragments are reassembled in the network's conntrack zone. Control: A's client
+    sends both fragments of an echo request; A's server gets the datagram and answers.
+    Then A's client sends only the FIRST fragment of another request and B's client
+    (same address) only the LAST one: same IP id, same addresses. Reassembled in one
+    shared zone (defrag before the zone is set), B's fragment completes A's datagram
+    and the whole goes on as the first fragment's packet: to A's server, with B's data."""
+    t, guests = two_nets
+    (ac, as_), (bc, bs) = guests["a"], guests["b"]
+    fw = FirewallDriver(t.host)
+    icmp_in = (*ALLOW_EGRESS, Rule(INGRESS, protocol="icmp"))
+    sniffs: list[Sniffer] = []
+    try:
+        fw.apply(_zone_ports(guests, icmp_in, icmp_in))
+        a_client, a_server, b_server = Sniffer(ac), Sniffer(as_), Sniffer(bs)
+        sniffs += [a_client, a_server, b_server]
+        first, last = _icmp_echo_fragments(ac.mac, as_.mac, CLIENT_IP, SERVER_IP, 0x4101,
+                                           b"head-of-A-whole", b"tail-of-A-whole")
+        send_frame(ac, first)
+        send_frame(ac, last)
+        assert a_client.seen(b"tail-of-A-whole"), "control: both fragments from A are reassembled and answered"
+
+        mixed = (CLIENT_IP, SERVER_IP, 0x4102, b"head-from-net-A", b"tail-from-net-B")
+        first, _ = _icmp_echo_fragments(ac.mac, as_.mac, *mixed)
+        _, last = _icmp_echo_fragments(bc.mac, bs.mac, *mixed)
+        send_frame(ac, first)
+        send_frame(bc, last)
+        assert a_server.not_seen(b"tail-from-net-B"), "B's fragment must not complete A's datagram"
+        assert b_server.not_seen(b"head-from-net-A"), "A's fragment must not reach B's server"
+    finally:
+        for s in sniffs:
+            s.close()
+        fw.close()
+
+
 def test_apply_touches_only_lbtap_tables(topo, fw):
     from lbtap.drivers.firewall.nft import Nft
 

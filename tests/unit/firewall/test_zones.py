@@ -72,12 +72,12 @@ def test_every_network_with_a_port_gets_a_zone_filtered_or_not():
     assert [s.zone_of(p) for p in ports] == [1, 1, 2, 3, 0]
 
 
-def test_the_zone_chains_set_the_zone_before_conntrack_from_one_map():
+def test_the_zone_chains_set_the_zone_before_defragmentation_and_conntrack_from_one_map():
     s = compile_state([port(1, NA), port(2, NB)], RemoteGroups())
     inet = Ruleset().load(render_full(s)).tables[INET]
-    assert inet.chains["zone-in"] == ["#hook type filter hook prerouting priority -300; policy accept;",
+    assert inet.chains["zone-in"] == ["#hook type filter hook prerouting priority -450; policy accept;",
                                       "ct zone set iifname map @zones"]
-    assert inet.chains["zone-out"] == ["#hook type filter hook output priority -300; policy accept;",
+    assert inet.chains["zone-out"] == ["#hook type filter hook output priority -450; policy accept;",
                                        "ct zone set oifname map @zones"]
     assert inet.sets["zones"] == {f'"{BA}" : 1', f'"{BB}" : 2'} and inet.sets["zones_retired"] == set()
     assert "map zones { typeof iifname : ct zone;" in render_full(s)

@@ -30,8 +30,8 @@ What this kernel can do (probed in lbtt- namespaces, 6.18)
   ``iifname "tapa"`` (4 vs 0 packets). Per-port matching in the inet table therefore
   cannot use interface names.
 * Conntrack zones: ``ct zone set`` in the bridge family is a protocol error too; in
-  the inet family at priority -300 with ``iifname`` = the bridge it works for bridged
-  traffic, both directions (conntrack entries listed with ``zone=N``); ctnetlink dumps
+  the inet family with ``iifname`` = the bridge it works for bridged traffic (at -300,
+  as first probed, and at -450, where it is now), both directions (conntrack entries listed with ``zone=N``); ctnetlink dumps
   filtered on an address return entries of every zone, each with its ``CTA_ZONE``.
 
 Design chosen: bridge marks the port, inet decides statefully
@@ -81,7 +81,8 @@ counters (``spoof_mac``, ``spoof_ip``, ``spoof_arp``, ``spoof_other``,
 ``device_owner`` ``network:*`` or port security disabled are not filtered at all.
 
 Conntrack zones (``zones`` module): every network on the host gets its own zone, set
-before conntrack (``inet lbtap`` chains at priority -300, ``ct zone set iifname map
+before defragmentation and conntrack (``inet lbtap`` chains at priority -450, below
+defrag's -400, so fragments are reassembled per network too; ``ct zone set iifname map
 @zones`` keyed on the network's bridge, which is what br_netfilter shows as the
 interface; ``oifname`` for the host's own output), so two networks with the same
 addresses share no entries: an established flow of one never lets the same 5-tuple

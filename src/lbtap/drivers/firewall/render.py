@@ -23,10 +23,11 @@ Layout (why: see the package docstring):
   dropped and counted. The mark carries the *profile* number, not the port's: ports
   of the same security groups (or the same rules) share one profile, so the ruleset
   grows with distinct profiles, and a group's rule change is a few set elements.
-  ``zone-in``/``zone-out`` (priority -300, before conntrack) put each network's
-  traffic in its own conntrack zone: ``ct zone set iifname|oifname map @zones``, the
-  map keyed on the network's bridge (see ``zones``); ``zones_retired`` lists the zones
-  of networks gone whose entries may not be flushed yet (read back after a restart).
+  ``zone-in``/``zone-out`` (priority -450, before defragmentation and conntrack) put
+  each network's traffic in its own conntrack zone: ``ct zone set iifname|oifname map
+  @zones``, the map keyed on the network's bridge (see ``zones``); ``zones_retired``
+  lists the zones of networks gone whose entries may not be flushed yet (read back
+  after a restart).
 
 Each data set is split in ``SHARDS`` (8) sets by profile number (``i4_port-3`` holds
 the profiles whose number is 3 modulo 8), reached through a constant verdict map on the
@@ -326,15 +327,18 @@ def _zone(bridge: str, zone: int) -> str:
 
 
 def _zone_lines(c: Compiled) -> list[str]:
-    # Priority -300 (raw): the zone must be set before conntrack (-200) looks the
-    # packet up. A packet whose interface is not a network's bridge stays in zone 0.
+    # Priority -450: the zone must be set before defragmentation (-400, in both hooks),
+    # which reassembles in the zone of the conntrack template ``ct zone set`` attaches,
+    # so fragments of two networks never complete each other's datagrams; and so before
+    # conntrack (-200) looks the packet up. A packet whose interface is not a network's
+    # bridge stays in zone 0.
     return [
         f"  map zones {{ typeof iifname : ct zone;{_elements(_zone(b, z) for b, z in c.zones.items())} }}",
         f"  set zones_retired {{ typeof ct zone;{_elements(str(z) for z in c.retired)} }}",
-        "  chain zone-in { type filter hook prerouting priority -300; policy accept;",
+        "  chain zone-in { type filter hook prerouting priority -450; policy accept;",
         "    ct zone set iifname map @zones",
         "  }",
-        "  chain zone-out { type filter hook output priority -300; policy accept;",
+        "  chain zone-out { type filter hook output priority -450; policy accept;",
         "    ct zone set oifname map @zones",
         "  }",
     ]

@@ -10,9 +10,9 @@ Where the zone is set (probed in lbtt- namespaces, kernel 6.18): br_netfilter sh
 bridged packet to the inet hooks with ``iifname`` = the *bridge*, and every port of a
 network — its taps, and its VXLAN/uplink port — sits on that network's bridge
 (``brq`` + the network id's first 11 characters, ``naming.bridge_name``). So one rule in
-a chain of the inet table at priority -300 (raw: before conntrack at -200),
-``ct zone set iifname map @zones``, puts both directions of every flow crossing the
-bridge in its network's zone, whichever port the packet came from (a reply enters the
+a chain of the inet table at priority -450 (before defragmentation at -400 and conntrack
+at -200), ``ct zone set iifname map @zones``, puts both directions of every flow crossing
+the bridge in its network's zone, whichever port the packet came from (a reply enters the
 bridge through the other port: still the same bridge). A second chain in the output
 hook does the same by ``oifname`` for what the host itself sends into a bridge, so the
 host's own flows with a guest are zoned the same way in both directions. The bridge
@@ -30,11 +30,18 @@ previous one may remain. Both the map and the retired numbers are in the kernel
 (``zones`` map, ``zones_retired`` set), so a restarted agent keeps every network's zone
 (and its flows) and still flushes a zone retired before the restart.
 
-Limits (Neutron's iptables zones, which also key on ``-i brq…``, share them): IP
-fragments are reassembled (priority -400) before the zone is set, so in zone 0; and a
-flow the host's own namespace *routes* between a network's bridge and another interface
-would see its two directions in different zones (the agent's host routes nothing: routers
-live in their own namespaces, plugged into the bridge like any port).
+Fragments: nf_defrag (priority -400, prerouting and output) reassembles in the zone of
+the conntrack template already on the packet, which is what ``ct zone set`` attaches; the
+zone chains run before it, so IP fragments are reassembled in their network's zone. At
+-300 (after defrag, as Neutron's iptables zones in the raw table) they were reassembled
+in zone 0, shared: probed in lbtt- namespaces, a last fragment sent in network B
+completed a datagram whose first fragment came from network A (same addresses, IP id
+and protocol), and the whole went on as A's packet, carrying B's data to A's guest.
+
+Limit (Neutron's iptables zones, which also key on ``-i brq…``, share it): a flow the
+host's own namespace *routes* between a network's bridge and another interface would see
+its two directions in different zones (the agent's host routes nothing: routers live in
+their own namespaces, plugged into the bridge like any port).
 """
 
 from __future__ import annotations
