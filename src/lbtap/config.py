@@ -13,6 +13,7 @@ import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -152,8 +153,17 @@ class BusSettings(_Frozen):
     @field_validator("transport_url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not v.startswith(("memory://", "amqp://", "amqps://")):
-            raise ValueError("transport_url must start with memory:// or amqp://")
+        if v.startswith("memory://"):
+            return v
+        if not v.startswith(("amqp://", "amqps://")):
+            raise ValueError("transport_url must start with memory:// or amqp:// (amqps:// for TLS)")
+        url = urlsplit(v)
+        try:
+            url.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError(f"transport_url has a bad port: {url.netloc.rpartition('@')[2]!r}") from None
+        if not url.hostname:
+            raise ValueError("transport_url has no host: amqp://user:pass@host:port/vhost")
         return v
 
 

@@ -34,3 +34,48 @@ def test_usage_errors_are_one_line(argv, capsys):
     out, err = capsys.readouterr()
     assert exc.value.code == 2 and out == "" and err.count("\n") == 1 and err.startswith("lbtap")
     assert "--help" in err
+
+
+@pytest.mark.parametrize("command", ["agent", "dhcp-agent", "l3-agent"])
+def test_standalone_agents_refuse_the_in_process_bus(command, tmp_path, capsys):
+    code, _, err = run([command, "--state-dir", str(tmp_path), "--host", "h1"], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith(f"lbtap: {command} needs --transport-url amqp://")
+
+
+@pytest.mark.parametrize("url, why", [("amqp://u:p@host:notaport/", "bad port"), ("amqp:///vhost", "no host"),
+                                      ("redis://localhost", "must start with")])
+def test_malformed_transport_urls_are_one_line(url, why, tmp_path, capsys):
+    code, _, err = run(["agent", "--state-dir", str(tmp_path), "--transport-url", url], capsys)
+    assert code == 2 and err.count("\n") == 1 and why in err
+
+
+def stopped_with(err):
+    # A daemon logs to stderr as it starts; what stopped it is the last line, and no traceback.
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_an_unreachable_database_stops_the_server_with_one_line(tmp_path, capsys):
+    # Port 1 on loopback: nothing listens there, the connection is refused at once.
+    code, _, err = run(["server", "--state-dir", str(tmp_path), 
+                        "--db-url", "postgresql+psycopg://u:p@127.0.0.1:1/x"], capsys)
+    assert code == 1 and stopped_with(err).startswith("lbtap: database: ") and "refused" in stopped_with(err)
+
+
+def test_an_unknown_database_dialect_is_one_line(tmp_path, capsys):
+    code, _, err = run(["server", "--state-dir", str(tmp_path),  "--db-url", "foo://x"], capsys)
+    assert code == 1 and stopped_with(err).startswith("lbtap: database URL: ")
+
+
+def test_an_unreachable_broker_stops_the_agent_with_one_line(tmp_path, capsys):
+    code, _, err = run(["agent", "--state-dir", str(tmp_path), "--host", "h1",
+                        "--transport-url", "amqp://u:p@127.0.0.1:1/"], capsys)
+    assert code == 1 and stopped_with(err).startswith("lbtap: message bus: cannot connect")
+    assert "u:p@" not in err  # the password is not printed
+
+
+def test_a_bug_keeps_its_traceback():
+    from lbtap.cli.main import _why_it_stopped
+
+    assert _why_it_stopped(ZeroDivisionError("bug")) is None

@@ -22,13 +22,13 @@ def _args(p: argparse.ArgumentParser) -> None:
 def cmd_dhcp_agent(args: argparse.Namespace) -> int:
     from lbtap.cli.main import run_daemon
 
-    return run_daemon(args, "lbtap.agents.dhcp:run_dhcp_agent")
+    return run_daemon(args, "lbtap.agents.dhcp:run_dhcp_agent", needs_broker=True)
 
 
 def cmd_l3_agent(args: argparse.Namespace) -> int:
     from lbtap.cli.main import run_daemon
 
-    return run_daemon(args, "lbtap.agents.l3:run_l3_agent")
+    return run_daemon(args, "lbtap.agents.l3:run_l3_agent", needs_broker=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

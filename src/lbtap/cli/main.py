@@ -87,14 +87,50 @@ def _prepare(settings: Settings) -> None:
         raise CliError(f"cannot create state dir {settings.state_dir}: {e.strerror}") from None
 
 
-def run_daemon(args: argparse.Namespace, target: str) -> int:
+def _why_it_stopped(e: BaseException) -> str | None:
+    """One line for the failures an operator causes (broker or database unreachable or
+    refusing, a namespace that does not exist, no privileges); None for anything else,
+    which keeps its traceback (a bug)."""
+    from lbtap.bus.base import BusError
+    from lbtap.drivers.host.errors import HostError
+
+    if isinstance(e, BusError):
+        return f"message bus: {e}"
+    if isinstance(e, HostError):
+        return f"host: {e}"
+    try:
+        from sqlalchemy.exc import ArgumentError, DBAPIError
+    except ImportError:  # pragma: no cover - the server's dependency
+        return None
+    if isinstance(e, DBAPIError):
+        # The driver's own message, without SQLAlchemy's statement and help link.
+        return f"database: {str(e.orig).strip().splitlines()[0] if e.orig is not None else e}"
+    if isinstance(e, ArgumentError):
+        return f"database URL: {e}"
+    return None
+
+
+def run_daemon(args: argparse.Namespace, target: str, *, needs_broker: bool = False) -> int:
     """Settings from the flags, process set-up, then ``asyncio.run`` of the coroutine
     function ``target`` ("module:function", imported only now: ``lbtap --help`` stays
-    fast) until it returns on SIGINT/SIGTERM."""
+    fast) until it returns on SIGINT/SIGTERM.
+
+    ``needs_broker``: a process that only talks to others over the bus (the standalone
+    agents) refuses the in-process ``memory://`` bus, where it would wait forever alone."""
     settings = build_settings(args)
+    if needs_broker and settings.bus.transport_url.startswith("memory://"):
+        raise CliError(f"{args.command} needs --transport-url amqp://user:pass@host:port/vhost "
+                       "(the broker the server uses); memory:// is only for lbtap up")
     _prepare(settings)
     module, _, name = target.partition(":")
-    asyncio.run(getattr(importlib.import_module(module), name)(settings))
+    try:
+        asyncio.run(getattr(importlib.import_module(module), name)(settings))
+    except Exception as e:
+        why = _why_it_stopped(e)
+        if why is None:
+            raise
+        log.debug("stopped by", exc_info=True)
+        raise CliError(why) from None
     return 0
 
 
@@ -107,7 +143,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    return run_daemon(args, "lbtap.agent.runtime:run_agent")
+    return run_daemon(args, "lbtap.agent.runtime:run_agent", needs_broker=True)
 
 
 def _optional_register(module: str, sub: argparse._SubParsersAction) -> None:
