@@ -38,6 +38,40 @@ from lbtap.rpc.proxies import PluginClient
 
 log = logging.getLogger("lbtap.agent")
 
+#: How often the bus watch looks for a restored connection (counters only, no I/O).
+BUS_WATCH_PERIOD = 0.5
+#: The server's answer to a heartbeat from an agent it had considered dead.
+REVIVED = "revived"
+
+
+class AgentBus:
+    """The bus as the agent and its extensions see it.
+
+    Everything is the transport's, except ``disconnects``: it also counts the server's
+    "revived" verdicts. Both mean the same to a consumer of casts — some may have been
+    lost (with the exclusive fanout queue, or while the server dropped what it could not
+    send, or while it thought this agent was gone) — so the agent and every extension
+    that resyncs after a reconnect (security groups, QoS policies, l2population FDB
+    entries) resync after a revival too, through the one path they already have.
+    """
+
+    def __init__(self, transport: Bus) -> None:
+        self.transport = transport
+        self.revivals = 0
+
+    @property
+    def disconnects(self) -> int:
+        return getattr(self.transport, "disconnects", 0) + self.revivals
+
+    @property
+    def connected(self) -> bool:
+        return getattr(self.transport, "connected", True)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "transport":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.transport, name)
+
 
 def default_driver_factory(settings: Settings) -> HostDriver:
     from lbtap.drivers.host.netlink import NetlinkHost
@@ -65,7 +99,7 @@ class L2Agent:
     ):
         self.settings = settings
         self.cfg = settings.agent
-        self.bus = bus
+        self.bus = AgentBus(bus)
         self.clock = clock
         self.agent_id = f"{self.cfg.host}-{uuid.uuid4().hex[:8]}"
         self.core = AgentCore(self.cfg)
@@ -90,7 +124,8 @@ class L2Agent:
         self._full_scan_due = True
         self._next_reconcile = 0.0
         self._next_refresh = 0.0
-        self._bus_disconnects = getattr(bus, "disconnects", 0)
+        self._bus_disconnects = self.bus.disconnects
+        self.resyncs = 0  # re-reads of every device's details after casts may have been lost
         self._start_flag = True
         self.loop_iterations = 0
         self.last_loop_seconds = 0.0
@@ -193,11 +228,13 @@ class L2Agent:
         """Start, then loop until stop(); heartbeats run beside the main loop."""
         await self.start()
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="lbtap-heartbeat")
+        watch = asyncio.create_task(self._watch_bus(), name="lbtap-bus-watch")
         try:
             await self._run_loop()
         finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            for task in (heartbeat, watch):
+                task.cancel()
+            await asyncio.gather(heartbeat, watch, return_exceptions=True)
             await self.close()
 
     # ---- the one loop --------------------------------------------------------------
@@ -237,12 +274,7 @@ class L2Agent:
         self._drain_events(now)
         while self._intents:
             self._intents.popleft()(now)
-        disconnects = getattr(self.bus, "disconnects", 0)
-        if disconnects != self._bus_disconnects:
-            # Pushes waiting for their tap may have missed casts lost with the
-            # connection (after the intents: those queued before the loss too).
-            self._bus_disconnects = disconnects
-            self.core.forget_pushed()
+        self._after_lost_casts(now)
         if self._full_scan_due:
             await self._full_scan(now)
 
@@ -279,6 +311,34 @@ class L2Agent:
             self.stage_seconds = {"details": t1 - t0, "apply": t2 - t1, "report": t3 - t2}
             log.debug("pass: %d details %.1f ms, %d ops %.1f ms, %d reports %.1f ms", len(devices),
                       (t1 - t0) * 1e3, len(ops), (t2 - t1) * 1e3, sent, (t3 - t2) * 1e3)
+
+    def _after_lost_casts(self, now: float) -> None:
+        """After a reconnect (or a "revived" heartbeat answer), casts may have been lost:
+        ``network_update`` / ``network_delete`` fanouts gone with the exclusive queue,
+        casts the server dropped during its own broker outage. Re-read every known
+        device's details once (one batched request; acknowledged status is never
+        re-reported), rather than waiting for ``details_refresh_interval``.
+
+        Runs after the intents (casts queued before the loss are taken first) and only
+        once the bus is usable again: asking while it is down would only fail, and an
+        answer read before the fanout queue is back could still miss a cast."""
+        disconnects = self.bus.disconnects
+        if disconnects == self._bus_disconnects or not self.bus.connected:
+            return
+        self._bus_disconnects = disconnects
+        # Pushes waiting for their tap may have missed casts lost meanwhile.
+        self.core.forget_pushed()
+        n = self.core.refresh_details(now)
+        self.resyncs += 1
+        log.info("casts may have been lost (bus reconnected or agent revived): re-reading %d devices' details", n)
+
+    async def _watch_bus(self) -> None:
+        """Wake the loop once the bus is back after a connection loss: the loop may be
+        asleep until its next deadline (counters only, no I/O)."""
+        while True:
+            await asyncio.sleep(BUS_WATCH_PERIOD)
+            if self.bus.disconnects != self._bus_disconnects and self.bus.connected:
+                self._wake.set()
 
     def _drain_events(self, now: float) -> None:
         # Only the last event of each link matters (a "new" queued before a "del" must
@@ -373,11 +433,24 @@ class L2Agent:
     async def _heartbeat_loop(self) -> None:
         while True:
             try:
-                await self.plugin.report_state(self.agent_state(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-                self._start_flag = False
+                await self.heartbeat()
             except BusError as e:
                 log.warning("heartbeat not delivered: %s", e)
             await asyncio.sleep(self.cfg.report_interval)
+
+    async def heartbeat(self) -> str:
+        """One ``report_state``; returns the server's verdict. "revived" (the server had
+        considered this agent dead, so it may have missed casts meanwhile) triggers the
+        same resync as a bus reconnect, extensions' included. Not on the first heartbeat
+        after start (``start_flag``): a starting agent reads everything anyway."""
+        starting = self._start_flag
+        verdict = await self.plugin.report_state(self.agent_state(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        self._start_flag = False
+        if verdict == REVIVED and not starting:
+            log.warning("the server had considered this agent dead: resyncing")
+            self.bus.revivals += 1
+            self._wake.set()
+        return verdict
 
 
 async def run_agent(settings: Settings) -> None:

@@ -10,7 +10,9 @@ agent -> server, calls on ``topics.PLUGIN`` (``report_state`` on ``topics.REPORT
             "failed_devices_up": [...], "failed_devices_down": [...]}``
   ``update_device_up(device, agent_id, host)`` / ``update_device_down(...)`` -> dict
   ``report_state(agent_state: dict, time: str | float)`` -> ``"alive"`` or ``"revived"``
-      (``agent_state`` is ``dataclasses.asdict(AgentState)``)
+      (``agent_state`` is ``dataclasses.asdict(AgentState)``; "revived": the server had
+      considered the agent dead, its previous heartbeat older than ``agent_down_time``,
+      so the agent resyncs as after a bus reconnect; a new agent is "alive")
   ``get_fdb_entries(host)`` -> ``fdb_entries`` dict (l2population resync; lbtap's own)
 
 server -> agents, one-way:
@@ -104,8 +106,9 @@ class PluginClient:
         ) or {})
 
     async def report_state(self, state: AgentState, time: float | str | _dt.datetime) -> str:
-        """Heartbeat on ``topics.REPORTS``; returns the server's verdict ("alive",
-        "revived"). ``time`` is the agent's clock (datetimes travel as ISO 8601)."""
+        """Heartbeat on ``topics.REPORTS``; returns the server's verdict ("alive", or
+        "revived" when it had considered the agent dead: casts may have been missed).
+        ``time`` is the agent's clock (datetimes travel as ISO 8601)."""
         if isinstance(time, _dt.datetime):
             time = time.isoformat()
         return await self.bus.call(

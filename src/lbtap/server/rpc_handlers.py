@@ -244,12 +244,17 @@ class RpcHandlers:
 
     # -- heartbeats -----------------------------------------------------------------------
     def report_state(self, agent_state: dict, time: str | None = None, **_ignored: Any) -> str:  # noqa: A002
-        """Create or refresh the agent (agent_type, host); returns "alive"."""
+        """Create or refresh the agent (agent_type, host).
+
+        Returns "revived" when the agent was known but considered dead (its previous
+        heartbeat older than ``agent_down_time``), as Neutron does: casts may have been
+        lost meanwhile (or the server dropped them), so the agent resyncs. Otherwise
+        (alive, or a new agent) "alive"."""
         state = agent_state.get("agent_state", agent_state)
         agent_type, host = state["agent_type"], state["host"]
         now = self.now()
 
-        def run(session: Session) -> None:
+        def run(session: Session) -> str:
             agent = session.scalars(select(Agent).where(
                 Agent.agent_type == agent_type, Agent.host == host)).first()
             if agent is None:
@@ -259,19 +264,19 @@ class RpcHandlers:
                     configurations=state.get("configurations") or {},
                     resource_versions=state.get("resource_versions"), admin_state_up=True,
                     description="", created_at=now, started_at=now, heartbeat_timestamp=now))
-                return
+                return "alive"
+            alive = is_alive(agent.heartbeat_timestamp, now, self.settings.server.agent_down_time)
             agent.binary = state.get("binary", agent.binary)
             agent.topic = state.get("topic", agent.topic)
             agent.configurations = state.get("configurations") or {}
             if state.get("resource_versions") is not None:
                 agent.resource_versions = state["resource_versions"]
-            if state.get("start_flag") or not is_alive(agent.heartbeat_timestamp, now,
-                                                       self.settings.server.agent_down_time):
+            if state.get("start_flag") or not alive:
                 agent.started_at = now
             agent.heartbeat_timestamp = now
+            return "alive" if alive else "revived"
 
-        self.db.write(run)
-        return "alive"
+        return self.db.write(run)
 
     def agent_alive(self, host: str, agent_type: str = c.AGENT_TYPE_LINUXBRIDGE) -> bool:
         """True if ``host``'s agent of ``agent_type`` reported within agent_down_time."""

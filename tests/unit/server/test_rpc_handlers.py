@@ -121,13 +121,28 @@ def test_report_state_upserts_and_alive_follows_clock(w):
     assert h1["alive"] and h1["agent_type"] == LB and h1["binary"] == "lbtap-agent"
     w.clock.advance(w.settings.server.agent_down_time + 1)
     assert w.rpc.report_state({"agent_type": LB, "host": "h1", "binary": "lbtap-agent", "topic": "t",
-                               "configurations": {"devices": 3}}) == "alive"
+                               "configurations": {"devices": 3}}) == "revived"
     agents = {a["host"]: a for a in w.svc.list(ADMIN, "agents", ListQuery()).items}
     assert agents["h1"]["alive"] and not agents["h2"]["alive"]
     assert agents["h1"]["configurations"] == {"devices": 3} and agents["h1"]["id"] == h1["id"]
     assert agents["h1"]["started_at"] != h1["started_at"]  # revived after being dead
     alive = w.svc.list(ADMIN, "agents", ListQuery(filters={"alive": ["true"]})).items
     assert [a["host"] for a in alive] == ["h1"]
+
+
+def test_report_state_answers_revived_only_to_an_agent_considered_dead(w):
+    beat = {"agent_type": LB, "host": "h1", "binary": "lbtap-agent", "topic": "t"}
+    down = w.settings.server.agent_down_time
+    w.clock.advance(down - 1)
+    assert w.rpc.report_state(dict(beat)) == "alive"  # within agent_down_time
+    w.clock.advance(down + 1)
+    assert w.rpc.report_state(dict(beat)) == "revived"  # missed heartbeats: it may have missed casts
+    assert w.rpc.report_state(dict(beat)) == "alive"  # once: that heartbeat made it alive again
+    w.clock.advance(down + 1)
+    assert w.rpc.report_state({**beat, "start_flag": True}) == "revived"  # a restart after death too (Neutron)
+    # An agent the server never saw is new, not revived.
+    assert w.rpc.report_state({**beat, "host": "h9"}) == "alive"
+    assert w.rpc.report_state({"agent_state": {**beat, "host": "h9"}}) == "alive"
 
 
 def test_thousand_devices_in_one_call(w):
