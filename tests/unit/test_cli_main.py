@@ -1,6 +1,19 @@
+import logging
+
 import pytest
 
 from lbtap.cli.main import main
+
+
+@pytest.fixture(autouse=True)
+def root_logger_restored():
+    # Daemon commands install their log handler on the root logger, bound to this test's
+    # captured stderr: later tests must not log into that closed stream.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def run(argv, capsys):
