@@ -14,9 +14,11 @@ addresses of remote groups) and turns every change into the smallest firewall ca
   dirty devices that use a group whose rules or members it does not hold or holds
   stale — a new port in a group already on this host costs no message — rebuilds
   their ``PortFilter``s and hands only those that differ from the applied copy to the
-  firewall driver: remote-group membership is one transaction (set elements only),
-  changed ports one more (``update_ports``), so a member joining a group touches only
-  its sets, a fixed-IP change anti-spoofing elements, a group change a profile.
+  firewall driver with the removed ports and the remote-group membership, all in one
+  transaction (``converge``; the first one after a start is a full apply of every
+  port, replacing a previous agent's tables atomically), so a member joining a group
+  touches only its sets, a fixed-IP change anti-spoofing elements, a group change a
+  profile.
   ``network:*`` ports and ports with port security off are kept unfiltered
   (``PortFilter.filtered``);
 * every ``reconcile_interval`` and after a bus reconnect (casts may have been lost)
@@ -273,19 +275,19 @@ class SecurityExtension(BaseExtension):
         return self.fw.groups if self.fw is not None else None
 
     def _apply(self, changed: list[PortFilter], gone: list[str], groups: RemoteGroups) -> None:
-        """On the host worker: membership first (so new rules find their sets filled),
-        then the changed ports in one transaction, then removals."""
+        """On the host worker: the whole pass — membership, changed ports, removals — as
+        ONE firewall transaction (``converge``). A driver's first one (agent start or
+        restart) is a full apply holding every port of the pass, so the tables a
+        previous agent left are replaced atomically: no port is ever unfiltered."""
         if self.fw is None:
             self.fw = (self._factory or self._default_factory)(self.agent)
-        if groups != self.fw.groups:
-            self.fw.update_groups(groups)
-            self.stats["group_updates"] += 1
-        if changed:
-            self.fw.update_ports(changed)
-            self.stats["port_updates"] += len(changed)
-        for tap in gone:
-            self.fw.remove_port(tap)
-            self.stats["removals"] += 1
+        regroup = groups != self.fw.groups
+        if not (changed or gone or regroup):
+            return
+        self.fw.converge(changed, gone, groups)
+        self.stats["group_updates"] += regroup
+        self.stats["port_updates"] += len(changed)
+        self.stats["removals"] += len(gone)
 
     @staticmethod
     def _default_factory(agent: Any) -> Any:

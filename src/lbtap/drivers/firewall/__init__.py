@@ -8,8 +8,11 @@ Public API
   other table. ``compile_state`` / ``compile_update`` / ``compile_groups`` and
   ``render_full`` / ``render_delta`` are the same thing split into data and text, so
   a change can be applied as a small transaction.
-* ``FirewallDriver(netns)``: ``apply(ports, groups)``, ``update_port(port)``,
-  ``update_ports(ports)``, ``remove_port(tap)``, ``update_groups(groups)``, ``clear()``,
+* ``FirewallDriver(netns)``: ``converge(changed, removed, groups)`` (what the agent
+  calls once per pass: a driver's first call is one full apply of every port, atomic
+  over a previous agent's tables, so no port is ever unfiltered across a restart),
+  ``apply(ports, groups)``, ``update_port(port)``, ``update_ports(ports)``,
+  ``remove_port(tap)``, ``remove_ports(taps)``, ``update_groups(groups)``, ``clear()``,
   ``drop_counters()``, ``close()``. Every call is at most one nft transaction (never
   rule by rule), followed by the conntrack cleanup of what it took away.
 * ``FakeFirewall``: the same interface in memory, for agent unit tests; its

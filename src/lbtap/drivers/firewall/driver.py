@@ -35,6 +35,11 @@ class FirewallDriver:
     * ``update_ports(ports)`` — several at once, still one transaction.
     * ``remove_port(tap)`` — forget a port.
     * ``update_groups(groups)`` — new remote-group membership (set elements only).
+    * ``converge(changed, removed, groups)`` — all of an agent pass at once: ports
+      added or changed, taps removed and the new membership, in ONE transaction (the
+      first call of a driver, e.g. a restarted agent's first pass, is one full apply
+      of every port given: the previous agent's tables are replaced atomically, never
+      emptied first). The others are special cases of it.
     * ``drop_counters()`` — named drop counters, e.g. ``{"spoof_ip": 3, ...}``.
     * ``clear()`` — delete lbtap's tables; ``close()`` — release sockets.
 
@@ -84,17 +89,35 @@ class FirewallDriver:
         self._run(render_full(new), "firewall_apply")
         self._commit(ports, groups, new)
 
+    def converge(self, changed: Iterable[PortFilter] = (), removed: Iterable[str] = (),
+                 groups: RemoteGroups | None = None, op: str = "firewall_converge") -> None:
+        """Ports added or changed, taps removed (unknown ones ignored; a tap both
+        changed and removed is removed) and the new remote-group membership (None:
+        unchanged), as ONE transaction — none when nothing differs, except that the
+        first call of a driver always applies in full."""
+        removed = set(removed)
+        gone = removed & self._ports.keys()
+        batch = {p.tap: p for p in changed if p.tap not in removed}  # last one per tap wins
+        changes = [(self._ports.get(t), p) for t, p in batch.items()]
+        changes += [(self._ports[t], None) for t in sorted(gone)]
+        groups = self._groups if groups is None else groups
+        if self._state is not None and not changes and groups == self._groups and not self._pending:
+            return  # (a retriable conntrack cleanup left pending is retried even so)
+        self._converge(changes, groups, op)
+
     def update_port(self, port: PortFilter) -> None:
         self.update_ports([port])
 
     def update_ports(self, ports: Iterable[PortFilter]) -> None:
-        batch = {p.tap: p for p in ports}  # one change per tap: the last one wins
-        changes = [(self._ports.get(t), p) for t, p in batch.items()]
-        self._converge(changes, self._groups, "firewall_update_port")
+        self.converge(ports, op="firewall_update_port")
 
     def remove_port(self, tap: str) -> None:
-        if tap in self._ports:
-            self._converge([(self._ports[tap], None)], self._groups, "firewall_remove_port")
+        self.remove_ports([tap])
+
+    def remove_ports(self, taps: Iterable[str]) -> None:
+        taps = [t for t in taps if t in self._ports]
+        if taps:
+            self.converge((), taps, op="firewall_remove_port")
 
     def update_groups(self, groups: RemoteGroups) -> None:
         self._converge([], groups, "firewall_update_groups")
@@ -153,7 +176,7 @@ class FirewallDriver:
             self.apply(ports.values(), groups)
             return
         state = compile_update(self._base(), changes, groups)
-        if groups is not self._groups:
+        if groups is not self._groups and groups != self._groups:
             state = compile_groups(state, groups)
         device = changes[0][1].tap if len(changes) == 1 and changes[0][1] else None
         script = render_delta(self._state, state)
@@ -281,6 +304,21 @@ class FakeFirewall:
 
     def update_groups(self, groups: RemoteGroups) -> None:
         self._commit(dict(self.ports), groups)
+
+    def remove_ports(self, taps: Iterable[str]) -> None:
+        taps = set(taps) & set(self.ports)
+        if taps:
+            self._commit({t: p for t, p in self.ports.items() if t not in taps}, self.groups)
+
+    def converge(self, changed: Iterable[PortFilter] = (), removed: Iterable[str] = (),
+                 groups: RemoteGroups | None = None, op: str = "firewall_converge") -> None:
+        removed = set(removed)
+        ports = {**self.ports, **{p.tap: p for p in changed if p.tap not in removed}}
+        ports = {t: p for t, p in ports.items() if t not in removed}
+        groups = self.groups if groups is None else groups
+        if self.compiled is not None and ports == self.ports and groups == self.groups:
+            return
+        self._commit(ports, groups)
 
     def clear(self) -> None:
         self.ports, self.groups, self.compiled = {}, RemoteGroups(), None
