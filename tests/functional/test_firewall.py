@@ -885,6 +885,8 @@ SHAPES = (
     # refuses overlapping set elements: one of them stays a chain rule).
     Rule(INGRESS, protocol="udp", port_range_min=53, port_range_max=53, remote_ip_prefix="10.0.0.9/32"),
     Rule(INGRESS, protocol="udp", port_range_min=1500, port_range_max=2500),
+    # Protocols by Neutron's other names load as their numbers.
+    Rule(INGRESS, protocol="dccp"), Rule(INGRESS, "IPv6", protocol="ipv6-frag"), Rule(EGRESS, protocol="pgm"),
 )
 
 

@@ -111,12 +111,16 @@ def parse_allowed_address(text: str) -> dict[str, str]:
 
 
 def _port_range_cell(rule: dict) -> str:
+    """Ports as MIN:MAX (one number for one port), or ICMP TYPE[:CODE]. The API now
+    refuses a TCP/UDP range with one end, but older rules may have one: the firewall
+    opens the missing end to 1 or 65535, so that is what is shown."""
     lo, hi = rule.get("port_range_min"), rule.get("port_range_max")
     if lo is None and hi is None:
         return "any"
-    if hi is None or hi == lo:
-        return str(lo)
-    return f"{'any' if lo is None else lo}:{hi}"
+    if str(rule.get("protocol") or "").lower() in _ICMP:
+        return f"{'any' if lo is None else lo}{'' if hi is None else f':{hi}'}"
+    lo, hi = 1 if lo is None else lo, 65535 if hi is None else hi
+    return str(lo) if lo == hi else f"{lo}:{hi}"
 
 
 def rule_summary(rule: dict) -> str:

@@ -81,7 +81,7 @@ def test_new_group_starts_with_egress_rules_only(w):
     ({"direction": "ingress", "protocol": "bogus"}, 400, "SecurityGroupRuleInvalidProtocol"),
     ({"direction": "ingress", "ethertype": "IPv6", "remote_ip_prefix": "10.0.0.0/8"}, 400,
      "SecurityGroupRuleParameterConflict"),
-    ({"direction": "ingress", "protocol": "icmp", "port_range_min": 300}, 400, "SecurityGroupInvalidPortValue"),
+    ({"direction": "ingress", "protocol": "icmp", "port_range_min": 300}, 400, "SecurityGroupInvalidIcmpValue"),
     ({"direction": "ingress", "remote_group_id": "8c0a6d8e-7a2b-4a53-9d39-1b6a5d0b6b38"}, 404,
      "SecurityGroupNotFound"),
     ({"direction": "egress", "ethertype": "IPv4"}, 409, "SecurityGroupRuleExists"),

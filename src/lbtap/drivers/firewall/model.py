@@ -27,6 +27,9 @@ PROTOCOL_NUMBERS = {
     "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51,
     "icmpv6": 58, "ipv6-icmp": 58, "ospf": 89, "pim": 103, "vrrp": 112, "sctp": 132,
     "udplite": 136,
+    # The rest of the names Neutron accepts (hopopt, 0, left out: 0 reads as "any" elsewhere).
+    "ipip": 4, "egp": 8, "dccp": 33, "ipv6-encap": 41, "ipv6-route": 43, "ipv6-frag": 44,
+    "rsvp": 46, "ipv6-nonxt": 59, "ipv6-opts": 60, "pgm": 113,
 }
 PORT_PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"}
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")

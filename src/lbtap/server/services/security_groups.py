@@ -28,7 +28,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from lbtap.domain import constants as c
-from lbtap.drivers.firewall.model import Rule
+from lbtap.drivers.firewall.model import PORT_PROTOCOLS, PROTOCOL_NUMBERS, Rule
 from lbtap.server import errors
 from lbtap.server.context import Context
 from lbtap.server.db.models import Port
@@ -65,6 +65,38 @@ class SecurityGroupRuleInvalidProtocol(errors.InvalidInput):
 
 
 class SecurityGroupRuleParameterConflict(errors.InvalidInput):
+    pass
+
+
+class DuplicateSecurityGroupRuleInPost(errors.InUse):
+    pass
+
+
+class SecurityGroupInvalidPortRange(errors.InvalidInput):
+    pass
+
+
+class SecurityGroupInvalidPortValue(errors.InvalidInput):
+    pass
+
+
+class SecurityGroupProtocolRequiredWithPorts(errors.InvalidInput):
+    pass
+
+
+class SecurityGroupInvalidProtocolForPort(errors.InvalidInput):
+    pass
+
+
+class SecurityGroupInvalidIcmpValue(errors.InvalidInput):
+    pass
+
+
+class SecurityGroupMissingIcmpType(errors.InvalidInput):
+    pass
+
+
+class SecurityGroupEthertypeConflictWithProtocol(errors.InvalidInput):
     pass
 
 
@@ -146,34 +178,103 @@ def rule_dict(r: SecurityGroupRule | Any) -> dict[str, Any]:
     }
 
 
+# Protocols only IPv6 carries (Neutron refuses them on an IPv4 rule): IPv6-in-IP, routing
+# and fragment headers, ICMPv6, no-next-header, destination options.
+IPV6_ONLY_PROTOCOLS = frozenset({41, 43, 44, 58, 59, 60})
+_ANY_PREFIXES = ("0.0.0.0/0", "::/0")
+_PORT_PROTOCOL_NAMES = ", ".join(n.upper() for n in PORT_PROTOCOLS.values())
+
+
+def protocol_number(protocol: Any, ethertype: str) -> int | str | None:
+    """``protocol`` as Neutron compares it: its IANA number, ``icmp`` on IPv6 being
+    ICMPv6 (58); None for any; a name the model does not know (old data) as itself."""
+    if protocol is None or protocol in ("", "any"):
+        return None
+    text = str(protocol).lower()
+    num = int(text) if text.isdigit() else PROTOCOL_NUMBERS.get(text)
+    if num is None:
+        return text
+    return 58 if num == 1 and ethertype == "IPv6" else num
+
+
+def rule_key(r: Any) -> tuple:
+    """What makes two rules of one group the same rule (Neutron's ``_rule_to_key``):
+    protocol by number, an all-addresses prefix the same as none."""
+    get = r.get if isinstance(r, dict) else lambda k: getattr(r, k)
+    prefix = get("remote_ip_prefix")
+    if prefix is not None:
+        try:
+            net = ipaddress.ip_network(prefix, strict=False)
+            prefix = None if net.prefixlen == 0 else str(net)
+        except ValueError:
+            pass
+    ethertype = get("ethertype") or "IPv4"
+    return (get("direction"), ethertype, protocol_number(get("protocol"), ethertype),
+            get("port_range_min"), get("port_range_max"), prefix, get("remote_group_id"))
+
+
+def _check_ports(proto: int | str | None, lo: int | None, hi: int | None) -> None:
+    """Neutron's ``_validate_port_range``."""
+    if lo is None and hi is None:
+        return
+    if proto is None:
+        raise SecurityGroupProtocolRequiredWithPorts("Must also specify protocol if port range is given.")
+    if proto in PORT_PROTOCOLS:
+        for port in (lo, hi):
+            if port == 0:
+                raise SecurityGroupInvalidPortValue("Invalid value for port 0.")
+        if lo is None or hi is None:
+            missing = "port_range_max" if hi is None else "port_range_min"
+            raise SecurityGroupInvalidPortRange(
+                "For TCP/UDP protocols, port_range_min must be <= port_range_max "
+                f"({missing} is missing: give both, the same value for a single port).")
+        if lo > hi:
+            raise SecurityGroupInvalidPortRange("For TCP/UDP protocols, port_range_min must be <= port_range_max")
+    elif proto in (1, 58):
+        for value, field, attr in ((lo, "type", "port_range_min"), (hi, "code", "port_range_max")):
+            if value is not None and not 0 <= value <= 255:
+                raise SecurityGroupInvalidIcmpValue(
+                    f"Invalid value for ICMP {field} ({attr}) {value}. It must be 0 to 255.")
+        if lo is None:
+            raise SecurityGroupMissingIcmpType(
+                f"ICMP code (port-range-max) {hi} is provided but ICMP type (port-range-min) is missing.")
+    else:
+        raise SecurityGroupInvalidProtocolForPort(
+            f"Invalid protocol {proto} for port range, only supported for {_PORT_PROTOCOL_NAMES}.")
+
+
 def check_rule(given: dict[str, Any]) -> dict[str, Any]:
     """Neutron's rule checks, then the firewall model's (the renderer's own contract)."""
     lo, hi = given.get("port_range_min"), given.get("port_range_max")
     proto = given.get("protocol")
+    ethertype = given.get("ethertype", "IPv4")
     prefix = given.get("remote_ip_prefix")
     if prefix is not None:
         try:
             net = ipaddress.ip_network(prefix, strict=False)
         except ValueError:
             raise errors.InvalidInput(f"Invalid input for remote_ip_prefix. Reason: '{prefix}' is not a valid CIDR.") from None
-        if (net.version == 4) != (given.get("ethertype", "IPv4") == "IPv4"):
+        if (net.version == 4) != (ethertype == "IPv4"):
             raise SecurityGroupRuleParameterConflict(
-                f"Conflicting value ethertype {given.get('ethertype', 'IPv4')} for CIDR {prefix}")
+                f"Conflicting value ethertype {ethertype} for CIDR {prefix}")
         given["remote_ip_prefix"] = str(net)
     if prefix is not None and given.get("remote_group_id"):
         raise errors.BadRequest("Only remote_ip_prefix or remote_group_id may be provided.",
                                 type_name="SecurityGroupRemoteGroupAndRemoteIpPrefix")
-    if lo is not None and hi is not None and lo > hi and proto not in ("icmp", "1", "icmpv6", "ipv6-icmp", "58"):
-        raise errors.BadRequest("For TCP/UDP protocols, port_range_min must be <= port_range_max",
-                                type_name="SecurityGroupInvalidPortRange")
+    num = protocol_number(proto, ethertype)
+    if isinstance(num, str) or (num is not None and not 0 <= num <= 255):
+        raise SecurityGroupRuleInvalidProtocol(f"Security group rule protocol {proto} not supported.")
+    if ethertype == "IPv4" and num in IPV6_ONLY_PROTOCOLS:
+        raise SecurityGroupEthertypeConflictWithProtocol(f"Invalid ethertype {ethertype} for protocol {proto}.")
+    _check_ports(num, lo, hi)
     try:
-        Rule(direction=given["direction"], ethertype=given.get("ethertype", "IPv4"), protocol=proto,
+        Rule(direction=given["direction"], ethertype=ethertype, protocol=proto,
              port_range_min=lo, port_range_max=hi, remote_ip_prefix=given.get("remote_ip_prefix"),
              remote_group_id=given.get("remote_group_id"))
     except ValueError as e:
         if "protocol" in str(e):
             raise SecurityGroupRuleInvalidProtocol(f"Security group rule protocol {proto} not supported.") from None
-        raise errors.BadRequest(f"Invalid security group rule: {e}", type_name="SecurityGroupInvalidPortValue") from None
+        raise SecurityGroupInvalidPortValue(f"Invalid security group rule: {e}") from None
     return given
 
 
@@ -368,6 +469,12 @@ class SecurityGroupRuleService(ResourceService):
                     raise errors.BadRequest(f"Failed to parse request. Required attribute '{key}' not specified")
             given.setdefault("ethertype", "IPv4")
             checked.append(check_rule(given))
+        seen: set[tuple] = set()
+        for given in checked:  # Neutron: one POST may not hold the same rule twice
+            key = (given["security_group_id"], *rule_key(given))
+            if key in seen:
+                raise DuplicateSecurityGroupRuleInPost("Duplicate Security Group Rule in POST.")
+            seen.add(key)
 
         def run(session: Session) -> list[str]:
             ids = []
@@ -378,9 +485,10 @@ class SecurityGroupRuleService(ResourceService):
                     self.groups.fetch(session, ctx, given["remote_group_id"])
                 key = {k: given.get(k) for k in ("direction", "ethertype", "protocol", "port_range_min",
                                                  "port_range_max", "remote_ip_prefix", "remote_group_id")}
+                wanted = rule_key(key)
                 for r in session.scalars(select(SecurityGroupRule).where(
                         SecurityGroupRule.security_group_id == sg.id)):
-                    if all(getattr(r, k) == val for k, val in key.items()):
+                    if rule_key(r) == wanted:
                         raise SecurityGroupRuleExists(f"Security group rule already exists. Rule id is {r.id}.")
                 row = self.groups._insert_rule(session, sg.project_id, sg.id, description=given.get("description", ""),
                                                **key)
