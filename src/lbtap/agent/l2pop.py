@@ -14,7 +14,15 @@ Flow (see ``lbtap.agent.extensions`` for the hooks):
 * resync: ``get_fdb_entries(host)`` at start, after the bus reconnects (fanout messages
   sent while we were away are lost) and every ``reconcile_interval``. It runs as a task
   so a slow server never stalls wiring; casts that arrive meanwhile are replayed on top
-  of its answer, so nothing newer than the snapshot is lost.
+  of its answer, so nothing newer than the snapshot is lost;
+* join pull: when a VXLAN network becomes local (``port_details``), its peers' entries
+  are asked for (``get_fdb_entries(host, network_ids)``, one call for the networks that
+  appeared in a pass, none when a full resync starts in that same pass). The server
+  does not push them: it cannot tell reliably when a host joins (its reads may lag
+  the host's reports), the agent can. Casts are taken into the table for every network,
+  local or not, so one that came before the question is in the table (and older than the
+  answer, which replaces the network's entries); one taken while the question is out is
+  replayed on top of the answer, as for the resync.
 """
 
 from __future__ import annotations
@@ -58,13 +66,19 @@ class L2PopExtension(BaseExtension):
         self._resync_task: asyncio.Task | None = None
         self._resync_at: float | None = 0.0  # None: not due
         self._resync_failures = 0
+        self._join_pending: set[str] = set()  # networks that became local, not asked yet
+        self._join_task: asyncio.Task | None = None
+        self._join_nets: set[str] = set()  # what the running join pull asks for
+        self._join_replay: list[tuple[str, dict]] | None = None  # casts during it
+        self._join_at = 0.0
+        self._join_failures = 0
         self._dirty = True
         self._verify = True  # re-read the kernel before the next diff
         self._retry_at = 0.0
         self._failures = 0
         self._next_check = 0.0
         self._watch: asyncio.Task | None = None
-        self.stats = {"resyncs": 0, "added": 0, "deleted": 0, "errors": 0}
+        self.stats = {"resyncs": 0, "joins": 0, "added": 0, "deleted": 0, "errors": 0}
 
     # ---- hooks -----------------------------------------------------------------------
     def bind(self, agent: "L2Agent") -> None:
@@ -79,7 +93,7 @@ class L2PopExtension(BaseExtension):
             self._watch = asyncio.create_task(self._watch_bus(), name="lbtap-l2pop-bus-watch")
 
     async def stop(self) -> None:
-        for task in (self._watch, self._resync_task):
+        for task in (self._watch, self._resync_task, self._join_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -99,6 +113,8 @@ class L2PopExtension(BaseExtension):
         seg = details.segment
         if seg is not None and seg.network_type == c.TYPE_VXLAN and details.network_id and seg.segmentation_id:
             self.devices[details.device] = details.network_id
+            if self.enabled and details.network_id not in self.local:
+                self._join_pending.add(details.network_id)
             if self.local.get(details.network_id) != seg.segmentation_id:
                 self.local[details.network_id] = seg.segmentation_id
                 self._dirty = self._verify = True  # a (re)created device starts empty
@@ -109,6 +125,7 @@ class L2PopExtension(BaseExtension):
         net = self.devices.pop(device, None)
         if net is not None and net not in self.devices.values():
             self.local.pop(net, None)
+            self._join_pending.discard(net)
             self._dirty = True
 
     def next_wakeup(self, now: float) -> float | None:
@@ -119,6 +136,8 @@ class L2PopExtension(BaseExtension):
             times.append(self._retry_at)
         if self._resync_at is not None and self._resync_task is None:
             times.append(self._resync_at)
+        if self._join_pending and self._join_task is None:
+            times.append(self._join_at)
         return min(times)
 
     def snapshot(self) -> dict[str, Any]:
@@ -131,11 +150,20 @@ class L2PopExtension(BaseExtension):
             return
         self._take_casts()
         self._take_resync(now)
+        self._take_join(now)
         if self._resync_task is None and self._resync_at is not None and now >= self._resync_at:
             self._replay = []
             self._resync_task = asyncio.create_task(self._resync(), name="lbtap-l2pop-resync")
             # The answer is taken at the next pass: ask for one as soon as it lands.
             self._resync_task.add_done_callback(lambda _t: self.agent.wake())
+            # It covers every network with a port bound here, those just joined too.
+            self._join_pending.clear()
+        if self._join_pending and self._join_task is None and now >= self._join_at:
+            # Replay from now on: no await between taking the casts and asking.
+            self._join_nets, self._join_pending = self._join_pending, set()
+            self._join_replay = []
+            self._join_task = asyncio.create_task(self._pull(sorted(self._join_nets)), name="lbtap-l2pop-join")
+            self._join_task.add_done_callback(lambda _t: self.agent.wake())
         if now >= self._next_check:
             self._dirty = self._verify = True
             self._next_check = now + self.interval
@@ -148,6 +176,8 @@ class L2PopExtension(BaseExtension):
             (self.table.add if method == topics.FDB_ADD else self.table.remove)(entries)
             if self._replay is not None:
                 self._replay.append((method, entries))
+            if self._join_replay is not None:
+                self._join_replay.append((method, entries))
         if casts:
             self._dirty = True
 
@@ -172,6 +202,34 @@ class L2PopExtension(BaseExtension):
         self.stats["resyncs"] += 1
         self._resync_at = now + self.interval
         self._dirty = self._verify = True
+
+    def _take_join(self, now: float) -> None:
+        task = self._join_task
+        if task is None or not task.done():
+            return
+        self._join_task = None
+        nets, self._join_nets = self._join_nets, set()
+        replay, self._join_replay = self._join_replay or [], None
+        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            self._join_failures += 1
+            delay = min(BACKOFF_MAX, 0.5 * 2 ** (self._join_failures - 1))
+            log.warning("fdb pull for %d joined network(s) failed (retry in %.1f s): %s", len(nets), delay, exc)
+            self._join_pending |= {n for n in nets if n in self.local}
+            self._join_at = now + delay
+            return
+        self._join_failures = 0
+        self.table.replace(nets, task.result())
+        for method, entries in replay:  # newer than (or as new as) the answer
+            mine = {n: b for n, b in entries.items() if n in nets}
+            if mine:
+                (self.table.add if method == topics.FDB_ADD else self.table.remove)(mine)
+        self.stats["joins"] += 1
+        self._dirty = True
+
+    async def _pull(self, net_ids: list[str]) -> dict[str, Any]:
+        # A server without ``network_ids`` answers for every network: only these are taken.
+        return await self.agent.plugin.get_fdb_entries(self.agent.cfg.host, net_ids, timeout=RESYNC_TIMEOUT)
 
     async def _resync(self) -> dict[str, Any]:
         return await self.agent.plugin.get_fdb_entries(self.agent.cfg.host, timeout=RESYNC_TIMEOUT)

@@ -5,7 +5,8 @@ The server pushes Neutron-shaped ``fdb_entries`` (see ``lbtap.server.l2pop``)::
     {network_id: {"segment_id": vni, "network_type": "vxlan",
                   "ports": {vtep_ip: [[mac, ip], ...]}}}
 
-``FdbTable`` accumulates them (``add``/``remove``, or ``replace`` after a resync);
+``FdbTable`` accumulates them (``add``/``remove``; ``from_entries`` after a resync,
+``replace`` for the networks of a join pull);
 ``kernel_entries`` turns the table into the entries the VXLAN devices of the networks
 present on this host must hold; ``diff`` says what to add and delete. No I/O here.
 """
@@ -76,6 +77,14 @@ class FdbTable:
                     del net.ports[vtep]
             if not net.ports:
                 del self.nets[net_id]
+
+    def replace(self, net_ids: Iterable[str], fdb_entries: Mapping[str, Any]) -> None:
+        """The networks ``net_ids`` as ``fdb_entries`` (a server snapshot) has them; the
+        other networks are left alone, and so are the snapshot's other networks."""
+        wanted = set(net_ids)
+        for net_id in wanted:
+            self.nets.pop(net_id, None)
+        self.add({n: b for n, b in (fdb_entries or {}).items() if n in wanted})
 
     @classmethod
     def from_entries(cls, fdb_entries: Mapping[str, Any]) -> "FdbTable":

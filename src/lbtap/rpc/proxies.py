@@ -97,12 +97,15 @@ class PluginClient:
             device=device, agent_id=agent_id, host=host,
         )
 
-    async def get_fdb_entries(self, host: str, *, timeout: float | None = None) -> dict[str, Any]:
-        """l2population resync: every remote forwarding entry of the VXLAN networks
-        ``host`` has ports on, in the ``fdb_entries`` shape (its own VTEP left out)."""
+    async def get_fdb_entries(self, host: str, network_ids: list[str] | None = None, *,
+                              timeout: float | None = None) -> dict[str, Any]:
+        """l2population: every remote forwarding entry of the VXLAN networks ``host``
+        has ports on (of ``network_ids`` only, when given: a host joining networks), in
+        the ``fdb_entries`` shape (its own VTEP left out)."""
+        extra = {} if network_ids is None else {"network_ids": list(network_ids)}
         return dict(await self.bus.call(
             topics.PLUGIN, topics.GET_FDB_ENTRIES, timeout=self.timeout if timeout is None else timeout,
-            host=host,
+            host=host, **extra,
         ) or {})
 
     async def report_state(self, state: AgentState, time: float | str | _dt.datetime) -> str:

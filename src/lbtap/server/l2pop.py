@@ -8,15 +8,25 @@ Neutron's ``fdb_entries`` shape::
                   "ports": {vtep_ip: [[mac, ip], ..., FLOODING_ENTRY]}}}
 
 * ports of host H go up on network N: one fanout ``fdb_add`` with their [mac, ip] pairs
-  under H's VTEP (plus the flooding entry when they are H's first ACTIVE ports on N);
-  when they are the first, H also gets N's full set in a cast of its own;
+  under H's VTEP, always with H's flooding entry (agents hold entries in sets: a repeat
+  changes nothing, and no kernel call);
 * ports go down or are deleted: one fanout ``fdb_remove`` (with the flooding entry once
   H has no ACTIVE port left on N);
-* ``get_fdb_entries(host)``: everything a (re)starting agent needs, for its resync.
+* ``get_fdb_entries(host, network_ids=None)``: everything a (re)starting agent needs,
+  for its resync, or the networks that just appeared on the host (the agent asks when a
+  VXLAN network becomes local: it knows when, the server does not, see below).
 
 Decisions (what to send) are pure functions of rows; ``L2Population`` reads the rows
 and hands messages to one sender task, so casts leave in the order they were decided
 (an add and the remove that follows it must never swap).
+
+Why no decision depends on "is it H's first port on N": the rows are read by the
+l2population thread after the report was committed, possibly after H's next report
+too; two reads could then both see two ACTIVE ports and neither would send the
+flooding entry or H's full set. The flooding entry therefore travels with every add,
+and H pulls N's full set itself. Only the removal of the flooding entry still counts
+ports, and errs towards keeping it: a late read sees ports that went ACTIVE since
+(kept), and an add decided later is sent later, flooding entry included.
 """
 
 from __future__ import annotations
@@ -236,24 +246,16 @@ class L2Population:
             if not nets:
                 return []
             changed = {p.id: p for p in self._ports(session, (Port.id.in_(sorted(up_ids | down_ids)),))}
-            active = self._active_counts(session, host, nets)
             msgs: list[tuple[str, dict, str | None]] = []
             ups = [changed[i] for i in up_ids if i in changed]
             if ups:
-                per_net = {n: sum(1 for p in ups if p.network_id == n) for n in nets}
-                others = {n: active.get(n, 0) - per_net.get(n, 0) for n in nets}
-                add = transition_entries(ups, others, nets, vtep)
+                # As if first on every network: the flooding entry always travels along.
+                add = transition_entries(ups, {}, nets, vtep)
                 if add:
                     msgs.append((topics.FDB_ADD, add, None))
-                joined = [n for n in add if others.get(n, 0) == 0]
-                if joined:
-                    peers = self._ports(session, (Port.network_id.in_(joined), Port.status == c.PORT_STATUS_ACTIVE,
-                                                  Port.binding_host_id != host))
-                    full = full_entries(peers, {n: nets[n] for n in joined}, self._vteps(session), exclude_vtep=vtep)
-                    if full:
-                        msgs.append((topics.FDB_ADD, full, host))
             downs = [changed[i] for i in down_ids if i in changed]
             if downs:
+                active = self._active_counts(session, host, nets)
                 remove = transition_entries(downs, active, nets, vtep)
                 if remove:
                     msgs.append((topics.FDB_REMOVE, remove, None))
@@ -296,11 +298,21 @@ class L2Population:
 
         self._enqueue(self.db.read(run))
 
-    def get_fdb_entries(self, host: str, **_ignored: Any) -> dict[str, Any]:
-        """RPC: the full remote set of every VXLAN network ``host`` has ports bound on."""
+    def get_fdb_entries(self, host: str, network_ids: Iterable[str] | None = None, **_ignored: Any) -> dict[str, Any]:
+        """RPC: the full remote set of every VXLAN network ``host`` has ports bound on
+        (only those of ``network_ids`` when given: networks that just became local)."""
         def run(session: Session) -> dict[str, Any]:
             vteps = self._vteps(session)
-            net_ids = {n for (n,) in session.execute(select(Port.network_id).where(Port.binding_host_id == host).distinct())}
+            query = select(Port.network_id).where(Port.binding_host_id == host)
+            if network_ids is not None:
+                wanted = sorted({network_ids} if isinstance(network_ids, str) else {str(n) for n in network_ids})
+                if not wanted:
+                    return {}
+                net_ids = set()
+                for part in chunks(wanted):
+                    net_ids |= {n for (n,) in session.execute(query.where(Port.network_id.in_(part)).distinct())}
+            else:
+                net_ids = {n for (n,) in session.execute(query.distinct())}
             nets = self._nets(session, net_ids)
             if not nets:
                 return {}

@@ -171,3 +171,44 @@ async def test_fdb_entries_rpc_leaves_out_the_asking_host(cluster):
     ip2 = ports["h2"]["fixed_ips"][0]["ip_address"]
     assert block["ports"]["10.0.0.2"] == [[ZERO_MAC, "0.0.0.0"], [ports["h2"]["mac_address"], ip2]]
     assert c.parts.l2pop.get_fdb_entries("nohost") == {}
+
+
+async def test_a_host_joining_while_l2pop_lags_gets_and_gives_the_flooding_entries(cluster):
+    """h2's first two ports on a network go ACTIVE in two reports, both committed while
+    l2population's reader is held: both of its reads then see two ACTIVE ports. h1 must
+    still get h2's flooding entry (it travels with every add), and h2, which holds
+    nothing of the network yet, must still get h1's entries (it asks when the network
+    becomes local: the server does not guess)."""
+    import threading
+
+    c = cluster
+    net = c.svc.create(ADMIN, "networks", {"name": "vx"})
+    c.svc.create(ADMIN, "subnets", {"network_id": net["id"], "cidr": "10.9.0.0/24", "ip_version": 4})
+    vni = net["provider:segmentation_id"]
+    # h2's agent restarts after h1's port is up: its start resync has nothing of the
+    # network (no port bound to h2 yet), nor has it heard h1's fanout.
+    await c.stop("h2")
+    p1 = _port(c, net, "h1")
+    await c.plug("h1", p1)
+    await wait_until(lambda: _status(c, p1) == "ACTIVE")
+    await wait_until(lambda: c.parts.l2pop.idle())
+    a2 = await c.start("h2")
+    ext = next(e for e in a2.extensions if e.name == "l2pop")
+    await wait_until(lambda: ext.stats["resyncs"] >= 1)
+    assert net["id"] not in ext.table.nets
+
+    gate = threading.Event()
+    c.parts.l2pop._defer(gate.wait, 60)  # the reader lags from here on
+    try:
+        p2a, p2b = _port(c, net, "h2"), _port(c, net, "h2")
+        await c.plug("h2", p2a)
+        await wait_until(lambda: _status(c, p2a) == "ACTIVE")
+        await c.plug("h2", p2b)
+        await wait_until(lambda: _status(c, p2b) == "ACTIVE")
+    finally:
+        gate.set()
+    ip = HOSTS
+    await wait_until(lambda: c.fdb("h1", vni) == {(ZERO_MAC, ip["h2"]), (p2a["mac_address"], ip["h2"]),
+                                                  (p2b["mac_address"], ip["h2"])})
+    await wait_until(lambda: c.fdb("h2", vni) == {(ZERO_MAC, ip["h1"]), (p1["mac_address"], ip["h1"])})
+    assert ext.stats["joins"] >= 1
