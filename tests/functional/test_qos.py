@@ -135,3 +135,73 @@ def test_clear_after_the_tap_is_gone_removes_the_ifb(topo, qos):
     qos.clear(a.tap)
     links = subprocess.run(["ip", "-n", topo.host, "-o", "link"], capture_output=True, text=True).stdout
     assert ifb_name(a.tap) not in links
+
+
+class _RestartedAgent:
+    """Just enough agent for the qos extension: no server rules needed (no policies);
+    host work on a thread without a running loop, as the agent's host worker (pyroute2's
+    sync API needs that)."""
+
+    def __init__(self, netns_name: str):
+        from types import SimpleNamespace
+
+        self.cfg = SimpleNamespace(retry_initial=0.5, retry_max=4.0, netns=netns_name)
+        self.disconnects = 0
+        self.bus = self
+
+    async def call(self, topic, method, timeout=None, **kw):  # noqa: ANN001
+        return {d: {"qos_policy_id": None, "rules": []} for d in kw["devices"]}
+
+    async def on_host(self, fn, *args):  # noqa: ANN001
+        import asyncio
+
+        return await asyncio.to_thread(fn, *args)
+
+
+def test_restarted_agent_clears_stale_limits_and_orphan_ifbs():
+    """Limits and ifb devices left by an earlier run: a port whose policy went away
+    while the agent was down is cleared, the ifb of a port deleted meanwhile removed,
+    and ifb devices that are not lbtap's are left alone."""
+    import asyncio
+    import dataclasses
+
+    from lbtap.agent.qos import QosExtension
+    from tests.unit.agent_runtime.test_security_qos_ext import details
+
+    require_root()
+    t = Topology("qosr")
+    try:
+        kept = t.add_guest("tapaaaaaaaa-aa", "fa:16:3e:00:02:0a", "10.41.0.10")
+        gone = t.add_guest("tapdddddddd-dd", "fa:16:3e:00:02:0b", "10.41.0.11")
+        subprocess.run(["ip", "-n", t.host, "link", "add", "ifb0", "type", "ifb"], check=True)  # not lbtap's
+        before = TcQosDriver(t.host)  # the earlier run
+        try:
+            before.set_limits(kept.tap, BandwidthLimit(1000), BandwidthLimit(2000))
+            before.set_limits(gone.tap, None, BandwidthLimit(3000))
+        except errors.NotSupported as e:
+            pytest.skip(f"kernel cannot create ifb devices: {e}")
+        finally:
+            before.close()
+        subprocess.run(["ip", "-n", t.host, "link", "del", gone.tap], check=True)  # port deleted meanwhile
+
+        ext = QosExtension(qos_factory=lambda a: TcQosDriver(t.host))
+        ext.bind(_RestartedAgent(t.host))
+        ext.port_details(dataclasses.replace(details(1, policy=None), device=kept.tap))  # policy removed
+        async def one_pass():
+            await ext.process(0.0)
+            await ext.stop()
+
+        asyncio.run(one_pass())
+        assert ext.stats["errors"] == 0
+
+        check = TcQosDriver(t.host)
+        try:
+            assert check.limits(kept.tap).empty, "stale limits kept after the restart"
+        finally:
+            check.close()
+        links = subprocess.run(["ip", "-n", t.host, "-o", "link"], capture_output=True, text=True).stdout
+        assert ifb_name(kept.tap) not in links
+        assert ifb_name(gone.tap) not in links, "orphan ifb of a deleted port kept"
+        assert "ifb0" in links, "an ifb that is not lbtap's was removed"
+    finally:
+        t.close()

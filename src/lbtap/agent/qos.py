@@ -14,6 +14,13 @@ Local copy: the ``PortLimits`` applied per tap and the policy that gave them. Ch
   limits differ from the applied copy; ``device_gone`` clears the tap's limits (and
   its ifb).
 
+After a start the applied copy is empty while the kernel may still hold an earlier
+run's limits, so the first time a tap is handled it is reconciled with the kernel: its
+limits are set, or — when it should be unlimited — read back (``limits(tap)``) and
+cleared if any are there. The first pass also removes lbtap's ifb devices whose tap is
+gone (ports deleted while the agent was down). tc errors are per tap: a failing tap
+is retried on its own backoff while the others proceed.
+
 So a QoS change touches only tc; the firewall never sees it. tc work runs on the host
 worker (pyroute2's sync API needs a thread without a running loop); an agent on a
 ``FakeHost`` gets a ``FakeQos``.
@@ -51,6 +58,9 @@ class QosExtension(BaseExtension):
         self._period = 60.0
         self._bus_disconnects = 0
         self.applied: dict[str, PortLimits] = {}
+        self._known: set[str] = set()  # taps whose kernel state was set or read since start
+        self._swept = False  # orphan ifb devices removed (once per start)
+        self._tap_backoff: dict[str, Backoff] = {}  # taps whose last tc update failed
         self._dirty: set[str] = set()
         self._gone: set[str] = set()
         self.backoff = Backoff()
@@ -73,8 +83,11 @@ class QosExtension(BaseExtension):
         self.devices.discard(device)
         self._dirty.discard(device)
         self.policy.pop(device, None)
+        self._known.discard(device)  # a tap of that name later is a new device
         if device in self.applied:
             self._gone.add(device)
+        else:
+            self._tap_backoff.pop(device, None)
 
     def cast_handlers(self) -> Mapping[str, CastHandler]:
         return {QOS_POLICY_UPDATED: self._policy_updated}
@@ -101,7 +114,11 @@ class QosExtension(BaseExtension):
 
     def next_wakeup(self, now: float) -> float | None:
         times = []
-        if self._dirty or self._gone:
+        pending = (self._dirty & self.devices) | self._gone
+        if pending:
+            first = min(self._tap_backoff[d].retry_at if d in self._tap_backoff else now for d in pending)
+            times.append(max(now, self.backoff.retry_at, first))
+        elif not self._swept:
             times.append(max(now, self.backoff.retry_at))
         if self.rules and self._forget_at:
             times.append(self._forget_at)
@@ -113,10 +130,16 @@ class QosExtension(BaseExtension):
     # ---- the work ----------------------------------------------------------------------
     async def process(self, now: float) -> None:
         self._maybe_forget_rules(now)
-        if not (self._dirty or self._gone) or not self.backoff.due(now):
+        if not (self._dirty or self._gone or not self._swept) or not self.backoff.due(now):
             return
-        dirty, self._dirty = {d for d in self._dirty if d in self.devices}, set()
-        gone, self._gone = set(self._gone), set()
+        self._dirty &= self.devices
+        dirty = {d for d in self._dirty if self._tap_due(d, now)}
+        gone = {d for d in self._gone if self._tap_due(d, now)}
+        if not (dirty or gone or not self._swept):
+            return
+        self._dirty -= dirty
+        self._gone -= gone
+        failed: dict[str, Exception] = {}
         try:
             ask = sorted(d for d in dirty if self.policy.get(d) and self.policy[d] not in self.rules)
             fresh: dict[str, list[Mapping[str, Any]]] = {}
@@ -139,9 +162,12 @@ class QosExtension(BaseExtension):
                 self._dirty.update(d for d in self.devices if self.policy.get(d) in stale)
             known = {**self.rules, **fresh}
             wanted = {dev: self._limits(dev, known.get(self.policy.get(dev) or "", [])) for dev in dirty}
-            changes = {d: lim for d, lim in wanted.items() if self.applied.get(d, PortLimits()) != lim}
-            if changes or gone:
-                await self.agent.on_host(self._apply, changes, sorted(gone))
+            # A tap not seen since start is reconciled with the kernel even when "wanted
+            # unlimited" equals "nothing applied": an earlier run may have limited it.
+            changes = {d: lim for d, lim in wanted.items()
+                       if d not in self._known or self.applied.get(d, PortLimits()) != lim}
+            if changes or gone or not self._swept:
+                failed = await self.agent.on_host(self._apply, changes, sorted(gone))
         except Exception as e:  # noqa: BLE001 - BusError, HostError: retry the same work later
             self._dirty |= dirty
             self._gone |= gone
@@ -151,6 +177,18 @@ class QosExtension(BaseExtension):
                         self.backoff.retry_at - now, e, exc_info=not isinstance(e, BusError))
             return
         self.backoff.succeeded()
+        for tap in (dirty | gone) - failed.keys():
+            self._tap_backoff.pop(tap, None)
+        for tap, e in sorted(failed.items()):
+            b = self._tap_backoff.setdefault(tap, Backoff(self.backoff.initial, self.backoff.maximum))
+            b.failed(now)
+            (self._dirty if tap in self.devices else self._gone).add(tap)
+            self.stats["errors"] += 1
+            log.warning("qos: %s not updated, retry in %.1f s: %s", tap, b.retry_at - now, e)
+
+    def _tap_due(self, tap: str, now: float) -> bool:
+        b = self._tap_backoff.get(tap)
+        return b is None or b.due(now)
 
     @staticmethod
     def _limits(dev: str, rules: list[Mapping[str, Any]]) -> PortLimits:
@@ -160,22 +198,56 @@ class QosExtension(BaseExtension):
             log.error("ignoring QoS rules of %s: %s", dev, e)
             return PortLimits()
 
-    def _apply(self, changes: dict[str, PortLimits], gone: list[str]) -> None:
-        """On the host worker; ``applied`` follows each tap that succeeded, so a failure
-        half way retries only what is still different."""
+    def _apply(self, changes: dict[str, PortLimits], gone: list[str]) -> dict[str, Exception]:
+        """On the host worker; returns the taps that failed. ``applied`` follows each tap
+        that succeeded, and one tap's error does not stop the others."""
         if self.tc is None:
             self.tc = (self._factory or self._default_factory)(self.agent)
+        if not self._swept:
+            self._swept = True  # housekeeping: tried once per start, never retried in a loop
+            sweep = getattr(self.tc, "remove_orphan_ifbs", None)
+            try:
+                removed = sweep() if sweep is not None else []
+                if removed:
+                    log.info("qos: removed ifb devices of deleted ports: %s", ", ".join(removed))
+            except Exception as e:  # noqa: BLE001
+                log.warning("qos: could not remove ifb devices of deleted ports: %s", e)
+        failed: dict[str, Exception] = {}
         for tap, lim in sorted(changes.items()):
-            if lim.empty:
-                self.tc.clear(tap)
-                self.applied.pop(tap, None)
-            else:
-                self.tc.set_limits(tap, lim.ingress, lim.egress)
-                self.applied[tap] = lim
-            self.stats["tc_updates"] += 1
+            try:
+                self._apply_one(tap, lim)
+            except Exception as e:  # noqa: BLE001 - HostError and the like: this tap only
+                failed[tap] = e
         for tap in gone:
+            try:
+                self.tc.clear(tap)
+            except Exception as e:  # noqa: BLE001
+                failed[tap] = e
+                continue
+            self.applied.pop(tap, None)
+        return failed
+
+    def _apply_one(self, tap: str, lim: PortLimits) -> None:
+        if not lim.empty:
+            self.tc.set_limits(tap, lim.ingress, lim.egress)
+            self.applied[tap] = lim
+            self.stats["tc_updates"] += 1
+        elif tap in self._known or self._kernel_limited(tap):
             self.tc.clear(tap)
             self.applied.pop(tap, None)
+            self.stats["tc_updates"] += 1
+        self._known.add(tap)
+
+    def _kernel_limited(self, tap: str) -> bool:
+        """Whether the kernel holds limits on ``tap`` (an earlier run's); True when the
+        driver cannot tell, so the tap is cleared."""
+        read = getattr(self.tc, "limits", None)
+        if read is None:
+            return True
+        try:
+            return not read(tap).empty
+        except Exception:  # noqa: BLE001 - e.g. the tap is gone: clear() removes its ifb
+            return True
 
     @staticmethod
     def _default_factory(agent: Any) -> Any:

@@ -8,7 +8,8 @@ import errno
 import pytest
 
 from lbtap.drivers.host import errors
-from lbtap.drivers.qos import BandwidthLimit, TcQosDriver
+from lbtap.domain.naming import tap_name
+from lbtap.drivers.qos import BandwidthLimit, TcQosDriver, ifb_name
 
 
 class NlError(Exception):
@@ -31,8 +32,9 @@ class Msg(dict):
 class FakeIPRoute:
     """Links by name, qdiscs and filters per link index; records every tc call."""
 
-    def __init__(self, links=("tapa",), ifb_supported=True):
+    def __init__(self, links=("tapa",), ifb_supported=True, kinds=None):
         self.links = {name: i + 1 for i, name in enumerate(links)}
+        self.kinds = dict(kinds or {})  # name -> link kind
         self.ifb_supported = ifb_supported
         self.qdiscs: dict[int, dict[int, str]] = {}  # index -> parent -> kind
         self.filters: dict[int, list[dict]] = {}
@@ -47,8 +49,13 @@ class FakeIPRoute:
             if kw.get("kind") == "ifb" and not self.ifb_supported:
                 raise NlError(errno.EOPNOTSUPP)
             self.links[kw["ifname"]] = max(self.links.values(), default=0) + 1
+            self.kinds[kw["ifname"]] = kw.get("kind")
         elif cmd == "del":
             self.links = {n: i for n, i in self.links.items() if i != kw["index"]}
+
+    def get_links(self):
+        return [Msg({"IFLA_IFNAME": name, "IFLA_LINKINFO": Msg({"IFLA_INFO_KIND": self.kinds.get(name)})}, index=i)
+                for name, i in self.links.items()]
 
     def get_qdiscs(self, index):
         return [Msg({"TCA_KIND": kind}, parent=parent) for parent, kind in self.qdiscs.get(index, {}).items()]
@@ -110,3 +117,24 @@ def test_removing_limits_deletes_only_what_is_there():
     drv.set_limits("tapa", None, None)
     drv.set_limits("tapa", None, None)  # nothing left: no error
     assert ipr.qdiscs[1] == {} and ipr.filters[1] == []
+
+
+def test_orphan_ifbs_of_lbtap_are_removed_and_no_others():
+    live, dead = tap_name("11111111-aaaa"), tap_name("22222222-bbbb")
+    ipr = FakeIPRoute(links=(live, ifb_name(live), ifb_name(dead), ifb_name("vethx"), "ifb0", "ifb1", "ifbmine",
+                             "eth0"),
+                      kinds={ifb_name(live): "ifb", ifb_name(dead): "ifb", ifb_name("vethx"): "ifb", "ifb0": "ifb",
+                             "ifb1": "ifb", "ifbmine": "ifb", "eth0": "veth"})
+    removed = TcQosDriver(None, ipr=ipr).remove_orphan_ifbs()
+    assert sorted(removed) == sorted([ifb_name(dead), ifb_name("vethx")])
+    assert set(ipr.links) == {live, ifb_name(live), "ifb0", "ifb1", "ifbmine", "eth0"}
+
+
+def test_limits_reads_a_policer_as_a_limit():
+    ipr = FakeIPRoute()
+    drv = TcQosDriver(None, egress_mode="police", ipr=ipr)
+    drv.set_limits("tapa", None, BandwidthLimit(6000))
+    # the recording stand-in keeps the action dicts, not netlink messages: the rate is
+    # unreadable, yet the tap must not read as unlimited
+    ipr.filters[1] = [Msg({"TCA_OPTIONS": None})]
+    assert not drv.limits("tapa").empty

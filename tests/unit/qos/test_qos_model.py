@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lbtap.domain.naming import IFNAMSIZ, tap_name
-from lbtap.drivers.qos import BandwidthLimit, FakeQos, PortLimits, TcQosDriver, from_rules, ifb_name
+from lbtap.drivers.qos import BandwidthLimit, FakeQos, PortLimits, TcQosDriver, from_rules, ifb_name, max_burst_kbps
 from lbtap.drivers.qos.model import MAX_RATE_KBPS, MIN_BURST_BYTES
 
 
@@ -70,3 +70,25 @@ def test_fake_qos_records_limits():
 def test_real_driver_refuses_unknown_egress_mode():
     with pytest.raises(ValueError):
         TcQosDriver(None, egress_mode="magic")
+
+
+def test_burst_bound_follows_tbf_u32_fields():
+    from lbtap.drivers.qos.model import U32_MAX, _tbf_fits, max_burst_bytes
+
+    # TBF's buffer is the burst's transmit time in psched ticks (15.625 per us), a u32:
+    # about 274.9 s of the rate; at the top rates the limit (rate x 50 ms + burst) binds.
+    assert max_burst_kbps(1000) == 274_877
+    assert max_burst_kbps(1) == 274
+    assert max_burst_kbps(MAX_RATE_KBPS) < MAX_RATE_KBPS
+    for rate in (125, 125_000, MAX_RATE_KBPS * 125):
+        top = max_burst_bytes(rate)
+        assert _tbf_fits(rate, top) and not _tbf_fits(rate, top + 1)
+    assert max_burst_bytes(125_000) * 15.625 * 1_000_000 / 125_000 <= U32_MAX
+
+
+def test_an_overlong_burst_is_capped_not_passed_to_tc():
+    from lbtap.drivers.qos.model import max_burst_bytes
+
+    capped = BandwidthLimit(1000, 1_000_000)  # accepted by an older API: 1000 s of 1 Mbit/s
+    assert capped.tbf()["burst"] == capped.burst_bytes == max_burst_bytes(125_000)
+    assert BandwidthLimit(1000, 10_000).burst_bytes == 1_250_000, "bursts within the bound are kept"

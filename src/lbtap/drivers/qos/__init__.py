@@ -2,8 +2,9 @@
 
 Public API: ``BandwidthLimit(max_kbps, max_burst_kbps)``, ``PortLimits``,
 ``from_rules(neutron_rule_dicts)``, ``ifb_name(tap)``; ``TcQosDriver(netns)`` with
-``set_limits(tap, ingress, egress)``, ``clear(tap)`` and ``limits(tap)`` (read back from
-the kernel); ``FakeQos`` with the same interface in memory.
+``set_limits(tap, ingress, egress)``, ``clear(tap)``, ``limits(tap)`` (read back from
+the kernel) and ``remove_orphan_ifbs()``; ``FakeQos`` with the same interface in memory;
+``max_burst_kbps(max_kbps)``, the largest burst tc can express at a rate.
 
 Directions are Neutron's, from the guest's point of view: "ingress" is traffic toward
 the guest (leaving the host through the tap), "egress" traffic from the guest
@@ -28,6 +29,6 @@ arrive as errno values that map onto ``lbtap.drivers.host.errors``.
 """
 
 from lbtap.drivers.qos.driver import FakeQos, TcQosDriver
-from lbtap.drivers.qos.model import BandwidthLimit, PortLimits, from_rules, ifb_name
+from lbtap.drivers.qos.model import BandwidthLimit, PortLimits, from_rules, ifb_name, max_burst_kbps
 
-__all__ = ["BandwidthLimit", "FakeQos", "PortLimits", "TcQosDriver", "from_rules", "ifb_name"]
+__all__ = ["BandwidthLimit", "FakeQos", "PortLimits", "TcQosDriver", "from_rules", "ifb_name", "max_burst_kbps"]

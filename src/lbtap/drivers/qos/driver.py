@@ -12,7 +12,7 @@ import threading
 
 from lbtap.drivers.host import errors
 from lbtap.drivers.host.netns import in_namespace
-from lbtap.drivers.qos.model import BandwidthLimit, PortLimits, ifb_name
+from lbtap.drivers.qos.model import BandwidthLimit, PortLimits, ifb_name, is_lbtap_ifb
 
 INGRESS_HANDLE = 0xFFFF0000  # "ffff:", the ingress qdisc
 ROOT_HANDLE = 0x10000  # "1:", our TBF on the tap (toward the guest) and on the ifb
@@ -94,7 +94,36 @@ class TcQosDriver:
             if self._redirects_to_ifb(idx):
                 ifb = self._ip().link_lookup(ifname=ifb_name(tap))
                 egress = self._tbf_rate(ifb[0]) if ifb else None
+            elif self._filters(idx):
+                egress = self._police_rate(idx)
             return PortLimits(ingress=ingress, egress=egress)
+
+    def remove_orphan_ifbs(self) -> list[str]:
+        """Delete lbtap's ifb devices (``ifb_name`` patterns only) whose tap is gone, e.g.
+        ports deleted while the agent was down; returns their names."""
+        with self._lock:
+            ipr = self._ip()
+            links = {}
+            for msg in ipr.get_links():
+                info = msg.get_attr("IFLA_LINKINFO")
+                links[msg.get_attr("IFLA_IFNAME")] = (msg["index"], info.get_attr("IFLA_INFO_KIND") if info is not None else None)
+            served = set()
+            for name in links:
+                try:
+                    served.add(ifb_name(name))
+                except ValueError:
+                    pass
+            removed = []
+            for name, (idx, kind) in sorted(links.items()):
+                if kind != "ifb" or not is_lbtap_ifb(name) or name in served:
+                    continue
+                try:
+                    ipr.link("del", index=idx)
+                except Exception as e:
+                    if getattr(e, "code", None) != errno.ENODEV:
+                        raise _err(e, "qos_ifb_delete", name) from e
+                removed.append(name)
+            return removed
 
     # -- internals ------------------------------------------------------------------------
     def _index(self, tap: str, op: str) -> int:
@@ -219,6 +248,20 @@ class TcQosDriver:
                     return True
         return False
 
+    def _police_rate(self, idx: int) -> BandwidthLimit:
+        """The egress limit of a tap's ingress filter that does not redirect (police
+        mode); 1 kbit/s when its rate cannot be read, so it never reads as "none"."""
+        for f in self._filters(idx):
+            try:
+                acts = f.get_attr("TCA_OPTIONS").get_attr("TCA_U32_ACT")
+                for a in acts.get_attrs("TCA_ACT_PRIO_1"):
+                    if a.get_attr("TCA_ACT_KIND") == "police":
+                        rate = a.get_attr("TCA_ACT_OPTIONS").get_attr("TCA_POLICE_TBF")["rate"]
+                        return BandwidthLimit(max(1, round(rate * 8 / 1000)))
+            except (AttributeError, KeyError, TypeError, ValueError):
+                continue
+        return BandwidthLimit(1)
+
     def _tbf_rate(self, idx: int) -> BandwidthLimit | None:
         for q in self._qdiscs(idx):
             if q["parent"] == 0xFFFFFFFF and q.get_attr("TCA_KIND") == "tbf":
@@ -280,6 +323,9 @@ class FakeQos:
 
     def limits(self, tap: str) -> PortLimits:
         return self.limits_by_tap.get(tap, PortLimits())
+
+    def remove_orphan_ifbs(self) -> list[str]:
+        return []  # no ifb devices here
 
     def close(self) -> None:
         pass

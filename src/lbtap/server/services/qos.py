@@ -21,7 +21,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from lbtap.domain import constants as c
-from lbtap.drivers.qos.model import MAX_RATE_KBPS
+from lbtap.drivers.qos.model import MAX_RATE_KBPS, max_burst_kbps
 from lbtap.server import errors
 from lbtap.server.context import Context
 from lbtap.server.db.models import Network, Port
@@ -195,18 +195,34 @@ class QosPolicyService(ResourceService):
                                       f"{MAX_RATE_KBPS}.")
         return out
 
+    @staticmethod
+    def _check_burst(max_kbps: int, burst: int | None) -> None:
+        """400 for a burst tc cannot express at this rate (its transmit time, about 275 s
+        at most, and rate x latency + burst bytes are 32-bit in a TBF)."""
+        bound = max_burst_kbps(max_kbps)
+        if burst and burst > bound:
+            raise errors.InvalidInput(f"Invalid input for max_burst_kbps. Reason: {burst} is more than the "
+                                      f"largest burst {bound} that can be applied with max_kbps {max_kbps}.")
+
+    @staticmethod
+    def _check_direction_free(session: Session, policy_id: str, direction: str, rule_id: str | None = None) -> None:
+        stmt = select(QosBandwidthLimitRule.id).where(QosBandwidthLimitRule.qos_policy_id == policy_id,
+                                                      QosBandwidthLimitRule.direction == direction)
+        if rule_id is not None:
+            stmt = stmt.where(QosBandwidthLimitRule.id != rule_id)
+        if session.scalar(stmt):
+            raise QoSRulesConflict(f"Rule bandwidth_limit with direction {direction} already "
+                                   f"exists in policy {policy_id}.")
+
     def create_rule(self, ctx: Context, policy_id: str, body: Any) -> dict:
         check_can_write(ctx)
         given = self._check_rule(body, create=True)
         given.setdefault("direction", "egress")
+        self._check_burst(given["max_kbps"], given.get("max_burst_kbps"))
 
         def run(session: Session) -> dict:
             p = self._own(session, ctx, policy_id)
-            if session.scalar(select(QosBandwidthLimitRule.id).where(
-                    QosBandwidthLimitRule.qos_policy_id == policy_id,
-                    QosBandwidthLimitRule.direction == given["direction"])):
-                raise QoSRulesConflict(f"Rule bandwidth_limit with direction {given['direction']} already "
-                                       f"exists in policy {policy_id}.")
+            self._check_direction_free(session, policy_id, given["direction"])
             row = QosBandwidthLimitRule(id=str(uuid.uuid4()), qos_policy_id=policy_id,
                                         max_kbps=given["max_kbps"], max_burst_kbps=given.get("max_burst_kbps", 0),
                                         direction=given["direction"])
@@ -229,6 +245,10 @@ class QosPolicyService(ResourceService):
                 QosBandwidthLimitRule.id == rule_id, QosBandwidthLimitRule.qos_policy_id == policy_id))
             if row is None:
                 raise QoSRuleNotFound(f"QoS rule {rule_id} for policy {policy_id} could not be found.")
+            self._check_burst(given.get("max_kbps", row.max_kbps), given.get("max_burst_kbps", row.max_burst_kbps))
+            if given.get("direction", row.direction) != row.direction:
+                # Neutron's 409 at once, not a unique-constraint clash retried as a race
+                self._check_direction_free(session, policy_id, given["direction"], rule_id)
             for k, val in given.items():
                 setattr(row, k, val)
             self.bump(p)
