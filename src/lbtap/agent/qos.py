@@ -60,6 +60,9 @@ class QosExtension(BaseExtension):
         self.applied: dict[str, PortLimits] = {}
         self._known: set[str] = set()  # taps whose kernel state was set or read since start
         self._swept = False  # orphan ifb devices removed (once per start)
+        # Taps holding qdiscs when the first pass ran (None: the driver cannot list them):
+        # only those can carry an earlier run's limits; a tap created later starts clean.
+        self._limited_at_start: set[str] | None = None
         self._tap_backoff: dict[str, Backoff] = {}  # taps whose last tc update failed
         self._dirty: set[str] = set()
         self._gone: set[str] = set()
@@ -205,6 +208,11 @@ class QosExtension(BaseExtension):
             self.tc = (self._factory or self._default_factory)(self.agent)
         if not self._swept:
             self._swept = True  # housekeeping: tried once per start, never retried in a loop
+            listing = getattr(self.tc, "limited_taps", None)
+            try:
+                self._limited_at_start = set(listing()) if listing is not None else None
+            except Exception as e:  # noqa: BLE001 - then each tap is read on its own
+                log.warning("qos: could not list limited taps: %s", e)
             sweep = getattr(self.tc, "remove_orphan_ifbs", None)
             try:
                 removed = sweep() if sweep is not None else []
@@ -241,6 +249,8 @@ class QosExtension(BaseExtension):
     def _kernel_limited(self, tap: str) -> bool:
         """Whether the kernel holds limits on ``tap`` (an earlier run's); True when the
         driver cannot tell, so the tap is cleared."""
+        if self._limited_at_start is not None:
+            return tap in self._limited_at_start
         read = getattr(self.tc, "limits", None)
         if read is None:
             return True

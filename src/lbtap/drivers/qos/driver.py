@@ -98,6 +98,23 @@ class TcQosDriver:
                 egress = self._police_rate(idx)
             return PortLimits(ingress=ingress, egress=egress)
 
+    def limited_taps(self) -> set[str]:
+        """Names of the links that hold a root tbf or an ingress qdisc now: the taps an
+        earlier run may have limited. Two dumps whatever the number of taps (reading
+        ``limits`` tap by tap would cost a dump per tap)."""
+        with self._lock:
+            ipr = self._ip()
+            names = {msg["index"]: msg.get_attr("IFLA_IFNAME") for msg in ipr.get_links()}
+            held = set()
+            for q in ipr.get_qdiscs():
+                kind = q.get_attr("TCA_KIND")
+                root = q.get("parent") == 0xFFFFFFFF
+                if (kind == "tbf" and root) or kind == "ingress":
+                    name = names.get(q["index"])
+                    if name is not None:
+                        held.add(name)
+            return held
+
     def remove_orphan_ifbs(self) -> list[str]:
         """Delete lbtap's ifb devices (``ifb_name`` patterns only) whose tap is gone, e.g.
         ports deleted while the agent was down; returns their names."""
@@ -323,6 +340,9 @@ class FakeQos:
 
     def limits(self, tap: str) -> PortLimits:
         return self.limits_by_tap.get(tap, PortLimits())
+
+    def limited_taps(self) -> set[str]:
+        return {tap for tap, lim in self.limits_by_tap.items() if not lim.empty}
 
     def remove_orphan_ifbs(self) -> list[str]:
         return []  # no ifb devices here
