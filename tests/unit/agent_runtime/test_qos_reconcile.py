@@ -37,6 +37,37 @@ def test_a_limit_left_by_an_earlier_run_is_cleared_when_the_policy_went_away():
     assert tc.calls == 2, "reconciled once: afterwards only differences reach tc"
 
 
+class CountingQos(FakeQos):
+    """Counts the kernel reads: a per-tap read is a full link and qdisc dump for real."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+        self.listings = 0
+
+    def limits(self, tap):
+        self.reads += 1
+        return super().limits(tap)
+
+    def limited_taps(self):
+        self.listings += 1
+        return super().limited_taps()
+
+
+def test_the_start_up_reconcile_reads_the_kernel_once_not_per_tap():
+    tc = CountingQos()
+    tc.set_limits("tap00000000001", None, BandwidthLimit(1000))
+    q = started(tc)
+    for i in range(1, 50):
+        q.ext.port_details(details(i, policy=None))
+    run(q.ext.process(0.0))
+    assert (tc.listings, tc.reads) == (1, 0)
+    assert tc.limits("tap00000000001").empty, "the tap the listing named was cleared"
+    q.ext.port_details(details(60, policy=None))  # a tap created after the start
+    run(q.ext.process(1.0))
+    assert (tc.listings, tc.reads) == (1, 1), "only the tc.limits() call of the assertion above"
+
+
 def test_a_limit_left_by_an_earlier_run_is_replaced_by_the_current_rules():
     tc = FakeQos()
     tc.set_limits("tap00000000001", None, BandwidthLimit(5000, 9000))
