@@ -42,6 +42,9 @@ class ServerSettings(_Frozen):
     network_vlan_ranges: dict[str, tuple[tuple[int, int], ...]] = Field(default_factory=dict)
     flat_networks: tuple[str, ...] = ("*",)
     global_physnet_mtu: int = Field(1500, ge=68, le=65535)
+    # IP version of the VXLAN underlay (Neutron's ml2.overlay_ip_version): an IPv6 outer
+    # header is 20 bytes longer, so VXLAN networks get 70 bytes less than the underlay.
+    overlay_ip_version: Literal[4, 6] = 4
     agent_down_time: float = Field(75.0, gt=0)
     api_workers: int = Field(1, ge=1)
     # Storm alarm (lbtap.server.events.storm): a second update_device_up without a down

@@ -47,6 +47,7 @@ AGENT_TYPE_L3 = "L3 agent"
 AGENT_BINARY_L2 = "lbtap-agent"
 
 VXLAN_OVERHEAD = 50  # outer IPv4 + UDP + VXLAN + inner Ethernet
+VXLAN_OVERHEAD_IPV6 = 70  # the same over an IPv6 underlay
 DEFAULT_MTU = 1500
 MAX_VLAN_ID = 4094
 MAX_VXLAN_VNI = 2**24 - 1

@@ -73,3 +73,5 @@ def test_first_free_and_mtu():
     assert a.first_free([(1, 3), (10, 12)], {1, 2, 3, 10}) == 11
     assert a.first_free([(1, 2)], {1, 2}) is None
     assert a.network_mtu("vxlan", 1500) == 1450 and a.network_mtu("vlan", 9000) == 9000
+    assert a.network_mtu("vxlan", 1500, overlay_ip_version=6) == 1430
+    assert a.network_mtu("flat", 1500, overlay_ip_version=6) == 1500

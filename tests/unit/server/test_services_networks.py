@@ -199,3 +199,11 @@ def test_shipped_default_tenant_type_is_local(tmp_path):
     nets = [svc.create(ADMIN, "networks", {}) for _ in range(3)]  # local needs no allocation
     assert {(n["provider:network_type"], n["provider:segmentation_id"], n["mtu"]) for n in nets} == {
         ("local", None, 1500)}
+
+
+def test_vxlan_over_an_ipv6_underlay_leaves_room_for_the_longer_header(tmp_path):
+    svc = make(tmp_path, overlay_ip_version=6)
+    net = svc.create(ADMIN, "networks", {"name": "v6-underlay"})
+    assert net["mtu"] == 1430
+    with pytest.raises(errors.InvalidInput):
+        svc.create(ADMIN, "networks", {"name": "too-big", "mtu": 1450})

@@ -164,8 +164,9 @@ def first_free(ranges: Iterable[tuple[int, int]], taken: set[int]) -> int | None
     return None
 
 
-def network_mtu(network_type: str, global_physnet_mtu: int) -> int:
-    """Largest MTU a network of this type can carry."""
+def network_mtu(network_type: str, global_physnet_mtu: int, overlay_ip_version: int = 4) -> int:
+    """Largest MTU a network of this type can carry (VXLAN: less its encapsulation over
+    an IPv4 or IPv6 underlay)."""
     if network_type == c.TYPE_VXLAN:
-        return global_physnet_mtu - c.VXLAN_OVERHEAD
+        return global_physnet_mtu - (c.VXLAN_OVERHEAD_IPV6 if overlay_ip_version == 6 else c.VXLAN_OVERHEAD)
     return global_physnet_mtu

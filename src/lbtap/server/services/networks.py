@@ -99,7 +99,8 @@ class NetworkService(ResourceService):
 
     def _create_one(self, session: Session, ctx: Context, given: dict, segs: SegmentAllocator) -> str:
         seg = segs.choose(given)
-        max_mtu = network_mtu(seg.network_type, self.settings.server.global_physnet_mtu)
+        max_mtu = network_mtu(seg.network_type, self.settings.server.global_physnet_mtu,
+                              self.settings.server.overlay_ip_version)
         mtu = given.get("mtu", max_mtu)
         if mtu > max_mtu:
             raise errors.InvalidInput(
@@ -140,7 +141,8 @@ class NetworkService(ResourceService):
             check_owner(ctx, net.project_id, "network")
             before = self.load(session, admin_view, [id])[0]
             if "mtu" in given:
-                max_mtu = network_mtu(net.network_type, self.settings.server.global_physnet_mtu)
+                max_mtu = network_mtu(net.network_type, self.settings.server.global_physnet_mtu,
+                                      self.settings.server.overlay_ip_version)
                 if given["mtu"] > max_mtu:
                     raise errors.InvalidInput(f"Requested MTU {given['mtu']} is too big, maximum is {max_mtu}")
             if given.get("shared") is False and net.shared:
