@@ -706,6 +706,12 @@ def test_an_established_flow_of_one_network_opens_nothing_in_the_other(two_nets,
         fw.close()
 
 
+def _close(*things) -> None:
+    # Flows first, then their servers, then the driver: each releases what the next holds.
+    for thing in things:
+        thing.close()
+
+
 def test_a_rule_deleted_in_one_network_flushes_only_its_zone(two_nets):
     """The same allowed 5-tuple established in A and in B (possible only with zones);
     deleting A's rule ends A's flow and deletes only A's entry: B's entry stays and
@@ -729,11 +735,7 @@ def test_a_rule_deleted_in_one_network_flushes_only_its_zone(two_nets):
         assert flows[0].dead(), "A's flow is no longer allowed"
         assert flows[1].alive(), "B's flow, same tuple, is still allowed and untouched"
     finally:
-        for f in flows:
-            f.close()
-        for s in servers:
-            s.close()
-        fw.close()
+        _close(*flows, *servers, fw)
 
 
 def test_a_network_leaving_flushes_its_zone_and_a_restart_keeps_the_zones(two_nets):
@@ -760,11 +762,7 @@ def test_a_network_leaving_flushes_its_zone_and_a_restart_keeps_the_zones(two_ne
         assert {e.zone for e in conntrack_entries(t.host)} <= {0, 2}
         assert flows[1].alive()
     finally:
-        for f in flows:
-            f.close()
-        for s in servers:
-            s.close()
-        fw.close()
+        _close(*flows, *servers, fw)
 
 
 def _icmp_echo_fragments(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, ip_id: int,
